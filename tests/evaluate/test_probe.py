@@ -168,3 +168,25 @@ def test_probe_all_layers_report(layer_result, tmp_path):
     lines = table.splitlines()
     assert len(lines) == 4 and "random init" in lines[3] and "layer_3" in lines[2]
     assert f"{100 * res['best']['accuracy']:.1f}" in lines[2]
+
+
+def test_probe_all_layers_multi_label_with_config_group():
+    from jaxav.config_defaults import base_config
+
+    config = base_config().probe
+    config.l2_grid, config.steps = GRID, 100
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    y = (x[:, :3] > 0.5).astype(np.uint8)  # three classes read off three features
+    feats = {"layer_1": x, "layer_2": rng.normal(size=x.shape), "layer_10": 0.5 * x}
+    split = lambda a, b: {k: v[a:b] for k, v in feats.items()}
+    res = probe.probe_all_layers(
+        split(0, 200), split(200, 250), split(250, 300), y[:200], y[200:250], y[250:],
+        multi_label=True, config_probe=config,
+    )  # fmt: skip
+    json.dumps(res)
+    assert list(res["layers"]) == ["layer_1", "layer_2", "layer_10"]
+    assert "knn_accuracy" not in res["layers"]["layer_1"]
+    assert res["layers"]["layer_1"]["map"] > 0.9 > res["layers"]["layer_2"]["map"]
+    assert res["best"]["layer"] in ("layer_1", "layer_10") and res["protocol"]["metric"] == "map"
+    assert "map" in probe.format_table({"multi": res}).splitlines()[0]

@@ -54,6 +54,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
         data, rate = sf.read(path, dtype="float32", always_2d=True)
     except Exception as e:  # noqa: BLE001 - soundfile raises several types for bad files
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        reason = reason.replace(f"Error opening {path!r}: ", "")  # the path is named already
         raise AudioError(path, f"cannot decode ({reason})") from e
     if data.shape[0] == 0 or data.shape[1] == 0:
         raise AudioError(path, "zero-length audio (no frames)")

@@ -73,7 +73,7 @@ class PreparedDataset:
         for split, info in r["splits"].items():
             skipped = info.get("skipped")
             n_skip = "?" if skipped is None else str(len(skipped))
-            lines.append(f"{split:<12}{info['clips']:>8}{info['hours']:>9.3f}{n_skip:>9}")
+            lines.append(f"{split:<12}{info['clips']:>8}{info['hours']:>9.4f}{n_skip:>9}")
         labelled = [s for s, i in r["splits"].items() if i.get("class_counts")]
         if self.class_names and labelled:
             width = max(12, max(len(c) for c in self.class_names) + 2)

@@ -7,10 +7,11 @@ import optax
 
 
 def learning_rate_schedule(optim_config, num_steps: int) -> optax.Schedule:
-    """Linear warm-up to `lr` over `warmup_steps`, then cosine decay to `lr * min_lr_ratio`."""
+    """Linear warm-up to `lr` over `warmup_steps` (from lr / (warmup_steps + 1), so the first
+    update already moves), then cosine decay to `lr * min_lr_ratio` at `num_steps`."""
     warmup = min(int(optim_config.warmup_steps), max(num_steps - 1, 0))
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
+        init_value=optim_config.lr / (warmup + 1),
         peak_value=optim_config.lr,
         warmup_steps=warmup,
         decay_steps=max(num_steps, warmup + 1),

@@ -92,6 +92,9 @@ def main(argv=None) -> int:
     from jaxav.config import split_config_args
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax/TFDS info chatter off the console
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         rest, overrides = split_config_args(argv)

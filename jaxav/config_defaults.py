@@ -27,6 +27,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.with_video = False
     c.data.video_frames = 4  # frames per clip fed to the visual stream
     c.data.video_size = 32  # square frame side in pixels after resizing
+    c.data.synth = ml_collections.ConfigDict()  # synth_av builder options (sizes, seed)
+    c.data.synth.num_unlabeled = 1536
+    c.data.synth.num_train = 768
+    c.data.synth.num_validation = 256
+    c.data.synth.num_test = 512
+    c.data.synth.clip_seconds = 2.0
+    c.data.synth.seed = 0
+    c.data.window = "povey"  # fbank window: povey (Kaldi default) | hanning (AST/SSAST recipes)
     c.data.num_workers = 0  # grain worker processes (0 = in-process)
     c.data.prefetch = 2
 

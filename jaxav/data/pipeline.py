@@ -36,6 +36,7 @@ class ExampleSpec:
     video_frames: int = 4
     video_size: int = 32
     num_classes: int = 0
+    window: str = "povey"
 
     @property
     def num_samples(self) -> int:
@@ -58,6 +59,7 @@ def spec_from_config(config, dataset) -> ExampleSpec:
         video_frames=config.data.video_frames,
         video_size=config.data.video_size,
         num_classes=len(dataset.class_names or ()),
+        window=config.data.window,
     )
 
 
@@ -132,7 +134,7 @@ class ExampleTransform:
         if self.train and rng is not None and wave.shape[0] > need:
             offset = int(rng.integers(0, wave.shape[0] - need + 1))
         wave = crop_or_pad(wave, need, offset)
-        fbank = frontend.fbank_numpy(wave, spec.sample_rate, spec.num_mel_bins)
+        fbank = frontend.fbank_numpy(wave, spec.sample_rate, spec.num_mel_bins, window=spec.window)
         out = {
             "audio": frontend.normalize(fbank, spec.mean, spec.std).astype(np.float32),
             "label": np.int32(example.get("label", -1)),
@@ -191,6 +193,7 @@ def make_train_dataset(
     ds = ds.random_map(ExampleTransform(spec, train=True), seed=seed + 1)
     it = ds.to_iter_dataset().batch(batch_size, drop_remainder=True)
     if num_workers > 0:
+        _absl_flags_parsed()  # grain reads absl flags in its worker processes
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
     return it
 
@@ -221,6 +224,13 @@ def make_eval_dataset(
 
     ds = grain.MapDataset.range(len(indices)).map(load)
     return ds.to_iter_dataset().batch(batch_size, batch_fn=_pad_batch(batch_size))
+
+
+def _absl_flags_parsed() -> None:
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
 
 
 def _pad_batch(batch_size: int):

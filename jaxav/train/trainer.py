@@ -29,6 +29,13 @@ from jaxav.train.optim import learning_rate_schedule, make_optimizer
 AUTO_PREPARED = ("synth_av",)  # generated locally, so `train` may prepare it itself
 
 
+def dataset_options(data_config) -> dict:
+    """Builder options of `config.data` (synth_av's sizes and seed; none for user datasets)."""
+    if data_config.dataset == "synth_av":
+        return dict(data_config.synth)
+    return {}
+
+
 def open_dataset(data_config):
     """The prepared dataset of `config.data`; synth_av is prepared on first use.
 
@@ -41,9 +48,11 @@ def open_dataset(data_config):
     data_dir = data_config.data_dir or None
     if data_config.dataset in AUTO_PREPARED:
         if jax.process_index() == 0:
-            prepare.prepare_dataset(data_config.dataset, source=source, data_dir=data_dir)
+            prepare.prepare_dataset(data_config.dataset, source=source, data_dir=data_dir,
+                                    **dataset_options(data_config))
         _sync("jaxav_dataset_prepared")
-    return prepare.load_dataset(data_config.dataset, source=source, data_dir=data_dir)
+    return prepare.load_dataset(data_config.dataset, source=source, data_dir=data_dir,
+                                **dataset_options(data_config))
 
 
 def _sync(name: str) -> None:

@@ -33,8 +33,16 @@ def source():
 
 @pytest.fixture(scope="module")
 def spec():
-    return pipeline.ExampleSpec(num_frames=64, num_mel_bins=32, mean=-4.0, std=3.0,
-                                with_video=True, video_frames=4, video_size=8, num_classes=3)
+    return pipeline.ExampleSpec(
+        num_frames=64,
+        num_mel_bins=32,
+        mean=-4.0,
+        std=3.0,
+        with_video=True,
+        video_frames=4,
+        video_size=8,
+        num_classes=3,
+    )
 
 
 def test_spec_samples_give_exact_frames(spec):
@@ -62,10 +70,12 @@ def test_transform_outputs(source, spec):
     assert out["video"].shape == (4, 8, 8, 3) and bool(out["has_video"])
     assert out["labels"].shape == (3,) and int(out["label"]) == 0
     # normalisation uses the dataset statistics, not constants
-    wave = pipeline.crop_or_pad(source[0]["audio"].astype(np.float32) / 32768, spec.num_samples,
-                                None)
-    np.testing.assert_allclose(out["audio"], (frontend.fbank_numpy(wave, SR, 32) + 4.0) / 6.0,
-                               rtol=1e-5, atol=1e-5)
+    wave = pipeline.crop_or_pad(
+        source[0]["audio"].astype(np.float32) / 32768, spec.num_samples, None
+    )
+    np.testing.assert_allclose(
+        out["audio"], (frontend.fbank_numpy(wave, SR, 32) + 4.0) / 6.0, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_missing_video_is_flagged(spec):
@@ -100,8 +110,9 @@ def test_same_seed_same_batches_and_exact_resume(source, spec):
 def test_processes_read_disjoint_shares_covering_the_epoch(source, spec):
     seen = []
     for p in range(2):
-        ds = pipeline.make_eval_dataset(source, spec, batch_size=5, process_index=p,
-                                        process_count=2)
+        ds = pipeline.make_eval_dataset(
+            source, spec, batch_size=5, process_index=p, process_count=2
+        )
         for batch in ds:
             seen.extend(batch["index"][batch["valid"]].tolist())
     assert sorted(seen) == list(range(len(source)))

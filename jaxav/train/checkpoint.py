@@ -24,8 +24,13 @@ def checkpoint_dir(workdir) -> Path:
     return Path(workdir).absolute() / "checkpoints"
 
 
-def make_manager(workdir, checkpoint_config, *, read_only: bool = False) -> ocp.CheckpointManager:
-    """A CheckpointManager keeping the last `keep` steps; saves are decided by the trainer."""
+def make_manager(workdir, checkpoint_config, *, read_only: bool = False,
+                 partial: bool = False) -> ocp.CheckpointManager:
+    """A CheckpointManager keeping the last `keep` steps; saves are decided by the trainer.
+
+    `partial=True` (read-only) registers a PyTree handler for `state`, which can restore a
+    subtree (the params alone) of what the StandardCheckpointHandler saved.
+    """
     options = ocp.CheckpointManagerOptions(
         max_to_keep=checkpoint_config.keep if checkpoint_config is not None else None,
         enable_async_checkpointing=bool(checkpoint_config.async_save)
@@ -38,7 +43,13 @@ def make_manager(workdir, checkpoint_config, *, read_only: bool = False) -> ocp.
         create=not read_only,
     )
     return ocp.CheckpointManager(
-        checkpoint_dir(workdir), options=options, item_names=("state", "data", "config")
+        checkpoint_dir(workdir),
+        options=options,
+        item_handlers={
+            "state": ocp.PyTreeCheckpointHandler() if partial else ocp.StandardCheckpointHandler(),
+            "data": grain.checkpoint.CheckpointHandler(),
+            "config": ocp.JsonCheckpointHandler(),
+        },
     )
 
 
@@ -102,13 +113,14 @@ def restore_params(workdir, step: int | None = None, sharding=None):
     Returns:
       (config, params, step): the run's config, a pytree of jax.Arrays, the step restored.
     """
-    manager = make_manager(workdir, None, read_only=True)
+    manager = make_manager(workdir, None, read_only=True, partial=True)
     step = resolve_step(manager, workdir, step)
     config, _ = saved_config(workdir, step)
     meta = manager.item_metadata(step)["state"]
     if sharding is None:
         sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    param_meta = meta["params"] if isinstance(meta, dict) else meta.params
+    tree = meta.tree if hasattr(meta, "tree") else meta
+    param_meta = tree["params"]
     abstract = jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(tuple(m.shape), np.dtype(m.dtype), sharding=sharding),
         param_meta,

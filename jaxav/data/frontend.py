@@ -220,8 +220,40 @@ def fbank_numpy(
         frames = emph
     spec = np.fft.rfft(frames * window_function(window, win, "float64"), n=nfft, axis=1)
     power = (np.square(spec.real) + np.square(spec.imag)).astype(np.float32)
+    cols, weights, starts = _mel_sparse(sample_rate, num_mel_bins, nfft, low_freq, high_freq)
+    mel = np.add.reduceat(power[:, cols] * weights, starts, axis=1)
+    return np.log(np.maximum(mel, np.float32(log_floor)))
+
+
+@functools.lru_cache(maxsize=16)
+def _mel_sparse(
+    sample_rate: int, num_mel_bins: int, nfft: int, low_freq: float, high_freq: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mel matrix as (columns, weights, segment starts) for `np.add.reduceat`.
+
+    Each triangular filter touches a few FFT bins, so summing them directly is ~50x less work
+    than a dense [T, K] @ [K, F] product and needs no BLAS threads (which stall in busy data
+    workers). An empty filter gets one zero-weight entry so its segment sums to 0.
+    """
     fb = mel_filterbank(sample_rate, num_mel_bins, nfft, low_freq, high_freq, "float32")
-    return np.log(np.maximum(power @ fb, np.float32(log_floor)))
+    cols, weights, starts = [], [], []
+    for f in range(fb.shape[1]):
+        nz = np.flatnonzero(fb[:, f])
+        starts.append(len(cols))
+        if nz.size == 0:
+            cols.append(0)
+            weights.append(0.0)
+        else:
+            cols.extend(nz.tolist())
+            weights.extend(fb[nz, f].tolist())
+    out = (
+        np.asarray(cols, np.int64),
+        np.asarray(weights, np.float32),
+        np.asarray(starts, np.int64),
+    )
+    for a in out:
+        a.flags.writeable = False
+    return out
 
 
 @functools.partial(

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxav.evaluate import probe
+from jaxav.evaluate import probe, report
 
 GRID = (1e-4, 1e-2, 1.0)
 
@@ -161,10 +161,10 @@ def test_probe_all_layers_report(layer_result, tmp_path):
     assert res["protocol"]["num_train"] == 200 and res["protocol"]["l2_grid"] == list(GRID)
 
     path = tmp_path / "layers.png"
-    probe.plot_layer_scores(res, str(path))
+    report.plot_layer_scores(res, str(path))
     assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"
 
-    table = probe.format_table({"pretrained": res, "random init": res})
+    table = report.format_table({"pretrained": res, "random init": res})
     lines = table.splitlines()
     assert len(lines) == 4 and "random init" in lines[3] and "layer_3" in lines[2]
     assert f"{100 * res['best']['accuracy']:.1f}" in lines[2]
@@ -189,4 +189,4 @@ def test_probe_all_layers_multi_label_with_config_group():
     assert "knn_accuracy" not in res["layers"]["layer_1"]
     assert res["layers"]["layer_1"]["map"] > 0.9 > res["layers"]["layer_2"]["map"]
     assert res["best"]["layer"] in ("layer_1", "layer_10") and res["protocol"]["metric"] == "map"
-    assert "map" in probe.format_table({"multi": res}).splitlines()[0]
+    assert "map" in report.format_table({"multi": res}).splitlines()[0]

@@ -178,24 +178,57 @@ def make_train_dataset(
       spec: what each example becomes.
       batch_size: examples per batch for THIS process (global batch / process count).
       seed: shuffle and crop seed; the same seed gives the same batches.
-      process_index, process_count: this process's share is examples
-        `process_index::process_count` (disjoint across processes, together the whole split).
+      process_index, process_count: this process's share is block `process_index` of each
+        global batch (disjoint across processes, together the whole shuffled stream; the same
+        global batches at any process count).
       num_workers: grain worker processes (0: decode in this process).
     Returns:
       an IterDataset of dicts of numpy arrays with leading axis `batch_size`.
     """
     ds = grain.MapDataset.source(source)
-    if process_count > 1:
-        ds = ds[process_index::process_count]
     if len(ds) == 0:
-        raise ValueError("the training split has no examples for this process")
+        raise ValueError("the training split has no examples")
     ds = ds.shuffle(seed=seed).repeat(None)
     ds = ds.random_map(ExampleTransform(spec, train=True), seed=seed + 1)
-    it = ds.to_iter_dataset().batch(batch_size, drop_remainder=True)
+    # Global batch k = examples [k*B, (k+1)*B) of the shuffled stream (B = batch_size * count);
+    # this process takes its contiguous block of it, so batches (and resume positions: local
+    # batch k at every process count) do not depend on the number of processes.
+    ds = ds.batch(batch_size, drop_remainder=True)
+    if process_count > 1:
+        ds = ds[process_index::process_count]
+    it = ds.to_iter_dataset()
     if num_workers > 0:
         _absl_flags_parsed()  # grain reads absl flags in its worker processes
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
     return it
+
+
+def seek_train_iterator(iterator, num_batches: int) -> None:
+    """Positions a fresh `make_train_dataset` iterator after its first `num_batches` batches.
+
+    Local batch k is block `process_index` of global batch k at any process count, so a resume
+    with another number of processes than the checkpoint's continues exactly at global batch
+    `num_batches` (= the restored step). Handles the in-process iterator (`{'next_index': k}`)
+    and the `mp_prefetch` one (round-robin over worker slices).
+
+    Raises:
+      ValueError for an iterator state of another form.
+    """
+    state = iterator.get_state()
+    if set(state) == {"next_index"}:
+        iterator.set_state({"next_index": int(num_batches)})
+        return
+    if "iterators_in_use_states" in state and "next_index_in_cycle" in state:
+        workers = len(state["iterators_in_use_states"])
+        state = dict(state)
+        state["next_index_in_cycle"] = num_batches % workers
+        state["iterators_in_use_states"] = [
+            {**s, "next_index": (num_batches + workers - 1 - i) // workers}
+            for i, s in enumerate(state["iterators_in_use_states"])]
+        state["future_states"] = {}
+        iterator.set_state(state)
+        return
+    raise ValueError(f"cannot position a data iterator with state keys {sorted(state)}")
 
 
 def make_eval_dataset(

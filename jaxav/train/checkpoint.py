@@ -69,15 +69,44 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_iterator, config
 
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state, data_iterator):
     """Restores (state, step) in place of `abstract_state` (ShapeDtypeStructs with shardings) and
-    sets `data_iterator` to the saved position."""
+    sets `data_iterator` to the saved position.
+
+    grain saves one iterator file per process; when the checkpoint was written by another number
+    of processes, the iterator is positioned from the step instead (the pipeline's batches do not
+    depend on the process count, see `pipeline.seek_train_iterator`)."""
+    if data_iterator is None or _data_saved_for_this_process_count(manager, step):
+        data = {} if data_iterator is None else {
+            "data": grain.checkpoint.CheckpointRestore(data_iterator)}
+        restored = manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), **data))
+        return restored["state"]
+    from jaxav.data.pipeline import seek_train_iterator
+
     restored = manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=grain.checkpoint.CheckpointRestore(data_iterator),
-        ),
-    )
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+    seek_train_iterator(data_iterator, step)
+    if jax.process_index() == 0:
+        saved = _saved_process_count(manager, step)
+        print(f"jaxav: checkpoint step {step} holds the data iterator of {saved} process(es), "
+              f"this run has {jax.process_count()}: data position set from the step "
+              f"(batch {step})", flush=True)
     return restored["state"]
+
+
+def _data_dir(manager: ocp.CheckpointManager, step: int) -> Path:
+    return Path(str(manager.directory)) / str(step) / "data"
+
+
+def _saved_process_count(manager: ocp.CheckpointManager, step: int) -> str:
+    names = sorted(p.name for p in _data_dir(manager, step).glob("process_*-of-*.json"))
+    return names[0].rsplit("-of-", 1)[1].removesuffix(".json") if names else "?"
+
+
+def _data_saved_for_this_process_count(manager: ocp.CheckpointManager, step: int) -> bool:
+    """Whether the step holds grain iterator files `process_{i}-of-{n}` for this run's n."""
+    n = jax.process_count()
+    d = _data_dir(manager, step)
+    return all((d / f"process_{i}-of-{n}.json").exists() for i in range(n))
 
 
 def saved_config(workdir, step: int | None = None):

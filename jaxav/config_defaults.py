@@ -63,6 +63,23 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.mamba.dt_rank = 0  # 0 -> ceil(width / 16)
     c.model.mamba.scan_impl = "auto"  # sequential | associative | chunked | pallas | auto
     c.model.mamba.cls_position = "middle"  # middle | end
+    # Audio-visual models (cavmae, hicmae: jaxav/models/av.py, hicmae.py). Audio patches, mask
+    # kind/ratio, width, heads, decoder sizes and loss weights come from model.* and mask.*.
+    c.model.av = ml_collections.ConfigDict()
+    c.model.av.modality_depth = 11  # audio / visual layers before the joint (fusion) layers
+    c.model.av.joint_depth = 1  # CAV-MAE shared joint layers | HiCMAE cross-modal fusion layers
+    c.model.av.video_patch_size = (16, 16)  # (height, width) pixels
+    c.model.av.tubelet = 1  # frames per visual token: 1 = image patches, 2 = tubelets
+    c.model.av.video_mask_ratio = 0.75
+    c.model.av.pos_embed = "sincos"  # sincos | learned (audio and video positions)
+    c.model.av.video_recon_weight = 1.0  # times the audio MSE, inside recon_weight
+    c.model.av.temperature = 0.05  # InfoNCE temperature (initial value when learned)
+    c.model.av.learn_temperature = False  # log-parameterised, clipped to the range below
+    c.model.av.min_temperature = 0.01
+    c.model.av.max_temperature = 1.0
+    c.model.av.contrastive_layers = (4, 7, 10)  # HiCMAE: encoder layers (1-based) with InfoNCE
+    c.model.av.contrastive_layer_weights = (1.0, 1.0, 1.0)
+    c.model.av.skip_layers = (3, 6, 9, 10)  # HiCMAE: encoder layer feeding decoder block k
 
     c.mask = ml_collections.ConfigDict()
     c.mask.kind = "random"  # random | cluster | time_freq | inverse_block

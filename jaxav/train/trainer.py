@@ -90,13 +90,11 @@ def train(config, workdir, *, devices=None) -> dict:
       dict with the final `step`, the last logged metrics and `nonfinite_total`.
     """
     workdir = Path(workdir).absolute()
-    manager = ckpt.make_manager(workdir, config.checkpoint)
-    latest = manager.latest_step()
-    if latest is not None:  # refuse before touching anything if the model differs
+    # Every refusal (another model's checkpoints, an unprepared dataset, a mesh or batch size that
+    # does not fit) comes before the first write: a writable manager already deletes tmp dirs.
+    latest = ckpt.make_manager(workdir, None, read_only=True).latest_step()
+    if latest is not None:
         ckpt.check_same_model(ckpt.saved_config(workdir, latest)[0], config)
-    if jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(config_to_json(config))
 
     dataset = open_dataset(config.data)
     split = config.data.pretrain_split
@@ -111,6 +109,10 @@ def train(config, workdir, *, devices=None) -> dict:
     if batch_size % jax.process_count() or batch_size % batch_devices:
         raise TrainingError(f"train.batch_size={batch_size} does not split over "
                             f"{jax.process_count()} processes and {batch_devices} devices")
+    if jax.process_index() == 0:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(config_to_json(config))
+    manager = ckpt.make_manager(workdir, config.checkpoint)  # removes partial saves of a kill
     spec = pipeline.spec_from_config(config, dataset)
     train_ds = pipeline.make_train_dataset(
         dataset.source(split), spec, batch_size=batch_size // jax.process_count(),
@@ -140,11 +142,18 @@ def train(config, workdir, *, devices=None) -> dict:
     bar = _progress(config, start, num_steps)
     last_metrics, pending, nonfinite_total = {}, None, int(jax.device_get(state.nonfinite_total))
     wait_time, t_last, step = 0.0, time.perf_counter(), start
+    last_saved = latest
     try:
         while step < num_steps:
             if preemption.requested:
-                _log_once(f"SIGTERM: saving step {step} and stopping")
-                ckpt.save(manager, step, state, data_iter, config, force=True)
+                if pending is not None:  # the NaN guard sees the last step before it is saved
+                    last_metrics = _check_and_log(pending, log, config, bar)
+                    pending = None
+                if step != last_saved:  # a checkpoint step was saved already
+                    _log_once(f"SIGTERM: saving step {step} and stopping")
+                    ckpt.save(manager, step, state, data_iter, config, force=True)
+                else:
+                    _log_once(f"SIGTERM: step {step} is saved; stopping")
                 break
             t0 = time.perf_counter()
             batch = pipeline.global_batch(next(data_iter), batch_sharding)
@@ -159,6 +168,7 @@ def train(config, workdir, *, devices=None) -> dict:
                 last_metrics = _check_and_log(pending, log, config, bar)
                 pending = None
                 ckpt.save(manager, step, state, data_iter, config, force=True)
+                last_saved = step
             if bar is not None:
                 now = time.perf_counter()
                 bar.update(1)

@@ -3,6 +3,7 @@
     python benchmarks/vs_torch.py                       # vit_tiny, vit_base, mamba_tiny
     python benchmarks/vs_torch.py --quick               # vit_tiny only, small batch, no compile
     python benchmarks/vs_torch.py --models vit_base --batch 8 --frames 1024 --no-compile
+    python benchmarks/vs_torch.py --torch-threads 1       # on a shared, oversubscribed CPU
 
 The same encoder (random init, converted with `jaxav.export.to_torch`) runs on the same
 normalised log-mel input float32[batch, frames, 128] (16 x 16 patches): "fwd" = all per-layer
@@ -120,11 +121,14 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--frames", type=int, default=256)
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--torch-threads", type=int, default=0, help="0: torch's default")
     p.add_argument("--quick", action="store_true", help="vit_tiny, batch 2, no torch.compile")
     a = p.parse_args()
     models, batch, compile_ = a.models.split(","), a.batch, not a.no_compile
     if a.quick:
         models, batch, compile_ = ["vit_tiny"], 2, False
+    if a.torch_threads:  # OpenMP spinning is ruinous on an oversubscribed machine
+        torch.set_num_threads(a.torch_threads)
     print(
         f"jax {jax.__version__} ({jax.default_backend()}, {jax.device_count()} devices), "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads); "

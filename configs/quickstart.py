@@ -18,6 +18,7 @@ def get_config():
     c.model.width = 128
     c.model.depth = 4
     c.model.num_heads = 4
+    c.model.num_cls_tokens = 2
     c.model.patch_size = (16, 16)
     c.model.patch_stride = (16, 16)
     c.mask.kind = "random"

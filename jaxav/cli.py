@@ -16,8 +16,11 @@ from jaxav.errors import JaxavError
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="synth_av | audio_folder | manifest")
     p.add_argument("--source", default=None, help="folder (audio_folder) or CSV/JSONL (manifest)")
-    p.add_argument("--data_dir", default=None,
-                   help="TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    p.add_argument(
+        "--data_dir",
+        default=None,
+        help="TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,8 +57,9 @@ def _run(args, overrides) -> int:
     if args.command == "prepare":
         from jaxav.data.prepare import prepare_dataset
 
-        ds = prepare_dataset(args.dataset, source=args.source, data_dir=args.data_dir,
-                             strict=args.strict)
+        ds = prepare_dataset(
+            args.dataset, source=args.source, data_dir=args.data_dir, strict=args.strict
+        )
         print(ds.summary())
         return 0
     if args.command == "train":
@@ -68,16 +72,25 @@ def _run(args, overrides) -> int:
 
         result = train(config, args.workdir)
         m = result["metrics"]
-        print(f"done: step {result['step']}, loss {m.get('loss', float('nan')):.4f}, "
-              f"non-finite steps skipped {result['nonfinite_total']}, workdir {args.workdir}")
+        print(
+            f"done: step {result['step']}, loss {m.get('loss', float('nan')):.4f}, "
+            f"non-finite steps skipped {result['nonfinite_total']}, workdir {args.workdir}"
+        )
         return 0
     if overrides:
         raise JaxavError(f"--config.* overrides are only for `jaxav train` (got {overrides[0]})")
     if args.command == "probe":
         from jaxav.evaluate.run_probe import run_probe
 
-        run_probe(args.workdir, args.dataset, source=args.source, data_dir=args.data_dir,
-                  step=args.step, out=args.out, baseline=args.baseline)
+        run_probe(
+            args.workdir,
+            args.dataset,
+            source=args.source,
+            data_dir=args.data_dir,
+            step=args.step,
+            out=args.out,
+            baseline=args.baseline,
+        )
         return 0
     if args.command == "export":
         from jaxav.export.to_torch import export

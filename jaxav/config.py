@@ -73,8 +73,10 @@ def _parse_value(key: str, text: str, current):
         return value
     if isinstance(current, ml_collections.ConfigDict):
         raise ConfigError(f"config key '{key}' is a group; set one of its fields instead")
-    raise ConfigError(f"config key '{key}' has a type ({type(current).__name__}) "
-                      "that cannot be set from the command line")
+    raise ConfigError(
+        f"config key '{key}' has a type ({type(current).__name__}) "
+        "that cannot be set from the command line"
+    )
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]):
@@ -87,8 +89,9 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
         node = config
         for i, part in enumerate(parts):
             if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-                raise ConfigError(f"unknown config key '{'.'.join(parts[: i + 1])}' "
-                                  f"(from --config.{item})")
+                raise ConfigError(
+                    f"unknown config key '{'.'.join(parts[: i + 1])}' (from --config.{item})"
+                )
             if i < len(parts) - 1:
                 node = node[part]
         with node.unlocked() if hasattr(node, "unlocked") else _null():
@@ -111,7 +114,7 @@ def split_config_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     while i < len(argv):
         arg = argv[i]
         if arg.startswith(OVERRIDE_PREFIX):
-            body = arg[len(OVERRIDE_PREFIX):]
+            body = arg[len(OVERRIDE_PREFIX) :]
             if "=" not in body:
                 if i + 1 >= len(argv):
                     raise ConfigError(f"override {arg} has no value")

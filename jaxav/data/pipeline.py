@@ -151,12 +151,14 @@ class ExampleTransform:
                 voff = None
                 if self.train and rng is not None and offset is not None:
                     voff = int(rng.integers(0, 1 << 30))
-                out["video"] = pick_frames(np.asarray(video), spec.video_frames, spec.video_size,
-                                           voff)
+                out["video"] = pick_frames(
+                    np.asarray(video), spec.video_frames, spec.video_size, voff
+                )
             else:
                 has = False
                 out["video"] = np.zeros(
-                    (spec.video_frames, spec.video_size, spec.video_size, 3), np.float32)
+                    (spec.video_frames, spec.video_size, spec.video_size, 3), np.float32
+                )
             out["has_video"] = np.bool_(has)
         return out
 
@@ -224,7 +226,8 @@ def seek_train_iterator(iterator, num_batches: int) -> None:
         state["next_index_in_cycle"] = num_batches % workers
         state["iterators_in_use_states"] = [
             {**s, "next_index": (num_batches + workers - 1 - i) // workers}
-            for i, s in enumerate(state["iterators_in_use_states"])]
+            for i, s in enumerate(state["iterators_in_use_states"])
+        ]
         state["future_states"] = {}
         iterator.set_state(state)
         return

@@ -16,6 +16,7 @@ from the window start. Deterministic (eval mode, no rng).
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -61,10 +62,15 @@ def _workdir_and_step(path: str) -> tuple[Path, int | None]:
     return p, None
 
 
-def _stats(config, mean: float | None, std: float | None) -> tuple[float, float]:
-    """The pretraining dataset's fbank mean/std if it is prepared here, else the fallback."""
+def _stats(config, mean: float | None, std: float | None, workdir=None) -> tuple[float, float]:
+    """The fbank mean/std the encoder was trained with: `WORKDIR/fbank_stats.json` (written by
+    the trainer), else the pretraining dataset's if it is prepared here, else the fallback."""
     if mean is not None and std is not None:
         return float(mean), float(std)
+    stats_file = Path(workdir) / "fbank_stats.json" if workdir is not None else None
+    if stats_file is not None and stats_file.is_file():
+        stats = json.loads(stats_file.read_text())
+        return float(stats["mean"]), float(stats["std"])
     from jaxav.data.prepare import load_dataset
     from jaxav.errors import JaxavError
     from jaxav.train.trainer import dataset_options
@@ -91,7 +97,7 @@ def load_model(model_file_path: str = "", **kwargs: Any) -> HearModel:
     workdir, step = _workdir_and_step(model_file_path)
     encoder = load_encoder(workdir, step, mesh=kwargs.get("mesh"))
     c = encoder.config
-    mean, std = _stats(c, kwargs.get("mean"), kwargs.get("std"))
+    mean, std = _stats(c, kwargs.get("mean"), kwargs.get("std"), workdir)
     spec = pipeline.ExampleSpec(
         num_frames=c.data.num_frames,
         num_mel_bins=c.data.num_mel_bins,

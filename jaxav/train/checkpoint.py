@@ -24,8 +24,9 @@ def checkpoint_dir(workdir) -> Path:
     return Path(workdir).absolute() / "checkpoints"
 
 
-def make_manager(workdir, checkpoint_config, *, read_only: bool = False,
-                 partial: bool = False) -> ocp.CheckpointManager:
+def make_manager(
+    workdir, checkpoint_config, *, read_only: bool = False, partial: bool = False
+) -> ocp.CheckpointManager:
     """A CheckpointManager keeping the last `keep` steps; saves are decided by the trainer.
 
     `partial=True` (read-only) registers a PyTree handler for `state`, which can restore a
@@ -34,7 +35,8 @@ def make_manager(workdir, checkpoint_config, *, read_only: bool = False,
     options = ocp.CheckpointManagerOptions(
         max_to_keep=checkpoint_config.keep if checkpoint_config is not None else None,
         enable_async_checkpointing=bool(checkpoint_config.async_save)
-        if checkpoint_config is not None else False,
+        if checkpoint_config is not None
+        else False,
         # A custom policy: save only when asked (every_steps is applied by the trainer); this also
         # drops Orbax's preemption policy, which needs jax.distributed.
         save_decision_policy=ocp.checkpoint_managers.FixedIntervalPolicy(1),
@@ -53,8 +55,9 @@ def make_manager(workdir, checkpoint_config, *, read_only: bool = False,
     )
 
 
-def save(manager: ocp.CheckpointManager, step: int, state, data_iterator, config, *,
-         force: bool = False) -> bool:
+def save(
+    manager: ocp.CheckpointManager, step: int, state, data_iterator, config, *, force: bool = False
+) -> bool:
     """Saves state, the grain iterator's position and the config as step `step`."""
     return manager.save(
         step,
@@ -75,21 +78,29 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state, data_iter
     of processes, the iterator is positioned from the step instead (the pipeline's batches do not
     depend on the process count, see `pipeline.seek_train_iterator`)."""
     if data_iterator is None or _data_saved_for_this_process_count(manager, step):
-        data = {} if data_iterator is None else {
-            "data": grain.checkpoint.CheckpointRestore(data_iterator)}
+        data = (
+            {}
+            if data_iterator is None
+            else {"data": grain.checkpoint.CheckpointRestore(data_iterator)}
+        )
         restored = manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), **data))
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), **data)
+        )
         return restored["state"]
     from jaxav.data.pipeline import seek_train_iterator
 
     restored = manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+    )
     seek_train_iterator(data_iterator, step)
     if jax.process_index() == 0:
         saved = _saved_process_count(manager, step)
-        print(f"jaxav: checkpoint step {step} holds the data iterator of {saved} process(es), "
-              f"this run has {jax.process_count()}: data position set from the step "
-              f"(batch {step})", flush=True)
+        print(
+            f"jaxav: checkpoint step {step} holds the data iterator of {saved} process(es), "
+            f"this run has {jax.process_count()}: data position set from the step "
+            f"(batch {step})",
+            flush=True,
+        )
     return restored["state"]
 
 
@@ -121,13 +132,17 @@ def resolve_step(manager: ocp.CheckpointManager, workdir, step: int | None) -> i
     """`step` if it exists, else the latest; CheckpointError when there is none."""
     steps = manager.all_steps()
     if not steps:
-        raise CheckpointError(f"no checkpoint in {checkpoint_dir(workdir)} (train first: "
-                              f"jaxav train --config ... --workdir {workdir})")
+        raise CheckpointError(
+            f"no checkpoint in {checkpoint_dir(workdir)} (train first: "
+            f"jaxav train --config ... --workdir {workdir})"
+        )
     if step is None:
         return max(steps)
     if step not in steps:
-        raise CheckpointError(f"no checkpoint for step {step} in {checkpoint_dir(workdir)}; "
-                              f"available steps: {sorted(steps)}")
+        raise CheckpointError(
+            f"no checkpoint for step {step} in {checkpoint_dir(workdir)}; "
+            f"available steps: {sorted(steps)}"
+        )
     return step
 
 
@@ -160,7 +175,8 @@ def restore_params(workdir, step: int | None = None, sharding=None):
             state=ocp.args.PyTreeRestore(
                 item={"params": abstract},
                 restore_args=jax.tree.map(
-                    lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding), {"params": abstract}),
+                    lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding), {"params": abstract}
+                ),
                 partial_restore=True,
             )
         ),
@@ -185,5 +201,7 @@ def check_same_model(saved, config) -> None:
         if a != b:
             diffs.append(f"data.{k}: checkpoint has {a!r}, config asks for {b!r}")
     if diffs:
-        raise CheckpointError("the workdir holds checkpoints of a different model; use another "
-                              "--workdir or the same config. Differences: " + "; ".join(diffs))
+        raise CheckpointError(
+            "the workdir holds checkpoints of a different model; use another "
+            "--workdir or the same config. Differences: " + "; ".join(diffs)
+        )

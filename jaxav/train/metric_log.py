@@ -26,8 +26,11 @@ class MetricLog:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            keep = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and _step_of(line) <= resume_step]
+            keep = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and _step_of(line) <= resume_step
+            ]
             self.path.write_text("".join(line + "\n" for line in keep))
         try:
             from tensorboardX import SummaryWriter

@@ -22,8 +22,7 @@ def learning_rate_schedule(optim_config, num_steps: int) -> optax.Schedule:
 def decay_mask(params):
     """Weight decay on matrices only (not on biases, norms, tokens or positional tables)."""
     return jax.tree_util.tree_map_with_path(
-        lambda path, p: p.ndim >= 2 and not any("pos" in str(k) or "token" in str(k)
-                                                for k in path),
+        lambda path, p: p.ndim >= 2 and not any("pos" in str(k) or "token" in str(k) for k in path),
         params,
     )
 
@@ -35,7 +34,12 @@ def make_optimizer(optim_config, num_steps: int) -> optax.GradientTransformation
     if optim_config.clip_norm and optim_config.clip_norm > 0:
         parts.append(optax.clip_by_global_norm(optim_config.clip_norm))
     parts.append(
-        optax.adamw(schedule, b1=optim_config.b1, b2=optim_config.b2,
-                    weight_decay=optim_config.weight_decay, mask=decay_mask)
+        optax.adamw(
+            schedule,
+            b1=optim_config.b1,
+            b2=optim_config.b2,
+            weight_decay=optim_config.weight_decay,
+            mask=decay_mask,
+        )
     )
     return optax.chain(*parts)

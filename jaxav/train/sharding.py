@@ -44,8 +44,10 @@ def mesh_shape(mesh_config, num_devices: int) -> tuple[int, int, int]:
             raise ConfigError(f"mesh: {num_devices} devices do not divide by {known}")
         sizes[sizes.index(-1)] = num_devices // known
     if int(np.prod(sizes)) != num_devices:
-        raise ConfigError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} "
-                          f"devices, {num_devices} are available")
+        raise ConfigError(
+            f"mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} "
+            f"devices, {num_devices} are available"
+        )
     return tuple(sizes)
 
 

@@ -25,13 +25,15 @@ def dummy_batch(spec, batch_size: int) -> dict:
     }
     if spec.with_video:
         batch["video"] = np.zeros(
-            (batch_size, spec.video_frames, spec.video_size, spec.video_size, 3), np.float32)
+            (batch_size, spec.video_frames, spec.video_size, spec.video_size, 3), np.float32
+        )
         batch["has_video"] = np.ones((batch_size,), bool)
     return batch
 
 
-def init_state(model: nn.Module, tx: optax.GradientTransformation, mesh, init_batch: dict,
-               seed: int) -> tuple[TrainState, TrainState]:
+def init_state(
+    model: nn.Module, tx: optax.GradientTransformation, mesh, init_batch: dict, seed: int
+) -> tuple[TrainState, TrainState]:
     """Initialises the state already sharded: shapes first, then a jitted init with out_shardings.
 
     Parameter shardings come from their logical axis names; optimizer moments inherit them (optax
@@ -43,13 +45,18 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, mesh, init_ba
 
     def init_boxed(rng):
         k_params, k_mask, k_drop, k_state = jax.random.split(rng, 4)
-        variables = model.init({"params": k_params, "mask": k_mask, "dropout": k_drop},
-                               init_batch, train=False)
+        variables = model.init(
+            {"params": k_params, "mask": k_mask, "dropout": k_drop}, init_batch, train=False
+        )
         params = variables["params"]
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                          opt_state=tx.init(params), rng=k_state,
-                          nonfinite_total=jnp.zeros((), jnp.int32),
-                          nonfinite_run=jnp.zeros((), jnp.int32))
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=tx.init(params),
+            rng=k_state,
+            nonfinite_total=jnp.zeros((), jnp.int32),
+            nonfinite_run=jnp.zeros((), jnp.int32),
+        )
 
     rng = jax.random.PRNGKey(seed)
     abstract_boxed = jax.eval_shape(init_boxed, rng)
@@ -59,8 +66,13 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, mesh, init_ba
     return state, state_shardings
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
-                    grad_accum_steps: int = 1, learning_rate_fn=None):
+def make_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    *,
+    grad_accum_steps: int = 1,
+    learning_rate_fn=None,
+):
     """Builds the pure `train_step(state, batch) -> (state, metrics)`.
 
     Args:
@@ -72,8 +84,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
 
     def loss_fn(params, batch, rng):
         k_mask, k_drop = jax.random.split(rng)
-        loss, metrics = model.apply({"params": params}, batch, train=True,
-                                    rngs={"mask": k_mask, "dropout": k_drop})
+        loss, metrics = model.apply(
+            {"params": params}, batch, train=True, rngs={"mask": k_mask, "dropout": k_drop}
+        )
         return loss, metrics
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -83,7 +96,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
             return grad_fn(params, batch, rng)
         micro = jax.tree.map(
             lambda x: x.reshape((grad_accum_steps, x.shape[0] // grad_accum_steps) + x.shape[1:]),
-            batch)
+            batch,
+        )
 
         def body(carry, inputs):
             mb, i = inputs
@@ -91,13 +105,17 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
             acc = jax.tree.map(jnp.add, carry, (loss, metrics, grads))
             return acc, None
 
-        zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(
-            lambda: grad_fn(params, jax.tree.map(lambda x: x[0], micro), rng)))
+        zeros = jax.tree.map(
+            jnp.zeros_like,
+            jax.eval_shape(lambda: grad_fn(params, jax.tree.map(lambda x: x[0], micro), rng)),
+        )
         (loss, metrics, grads), _ = jax.lax.scan(
-            body, (zeros[0][0], zeros[0][1], zeros[1]), (micro, jnp.arange(grad_accum_steps)))
+            body, (zeros[0][0], zeros[0][1], zeros[1]), (micro, jnp.arange(grad_accum_steps))
+        )
         scale = 1.0 / grad_accum_steps
         return (loss * scale, jax.tree.map(lambda m: m * scale, metrics)), jax.tree.map(
-            lambda g: g * scale, grads)
+            lambda g: g * scale, grads
+        )
 
     def train_step(state: TrainState, batch: dict):
         rng = jax.random.fold_in(state.rng, state.step)
@@ -116,8 +134,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
             nonfinite_run=run,
         )
         metrics = dict(metrics)
-        metrics.update(loss=loss, grad_norm=grad_norm, finite=finite.astype(jnp.float32),
-                       nonfinite_run=run)
+        metrics.update(
+            loss=loss, grad_norm=grad_norm, finite=finite.astype(jnp.float32), nonfinite_run=run
+        )
         if learning_rate_fn is not None:
             metrics["lr"] = learning_rate_fn(state.step)
         return new_state, metrics

@@ -8,6 +8,7 @@ last checkpoint, never a checkpoint (Orbax commits by atomic rename).
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -48,11 +49,16 @@ def open_dataset(data_config):
     data_dir = data_config.data_dir or None
     if data_config.dataset in AUTO_PREPARED:
         if jax.process_index() == 0:
-            prepare.prepare_dataset(data_config.dataset, source=source, data_dir=data_dir,
-                                    **dataset_options(data_config))
+            prepare.prepare_dataset(
+                data_config.dataset,
+                source=source,
+                data_dir=data_dir,
+                **dataset_options(data_config),
+            )
         _sync("jaxav_dataset_prepared")
-    return prepare.load_dataset(data_config.dataset, source=source, data_dir=data_dir,
-                                **dataset_options(data_config))
+    return prepare.load_dataset(
+        data_config.dataset, source=source, data_dir=data_dir, **dataset_options(data_config)
+    )
 
 
 def _sync(name: str) -> None:
@@ -107,35 +113,51 @@ def train(config, workdir, *, devices=None) -> dict:
     batch_size = config.train.batch_size
     batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
     if batch_size % jax.process_count() or batch_size % batch_devices:
-        raise TrainingError(f"train.batch_size={batch_size} does not split over "
-                            f"{jax.process_count()} processes and {batch_devices} devices")
+        raise TrainingError(
+            f"train.batch_size={batch_size} does not split over "
+            f"{jax.process_count()} processes and {batch_devices} devices"
+        )
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config_to_json(config))
+        # The normalisation the encoder was trained with travels with the run (export, HEAR).
+        (workdir / "fbank_stats.json").write_text(json.dumps(dict(dataset.stats), indent=2))
     manager = ckpt.make_manager(workdir, config.checkpoint)  # removes partial saves of a kill
     spec = pipeline.spec_from_config(config, dataset)
     train_ds = pipeline.make_train_dataset(
-        dataset.source(split), spec, batch_size=batch_size // jax.process_count(),
-        seed=config.seed, process_index=jax.process_index(),
-        process_count=jax.process_count(), num_workers=config.data.num_workers)
+        dataset.source(split),
+        spec,
+        batch_size=batch_size // jax.process_count(),
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        num_workers=config.data.num_workers,
+    )
     data_iter = iter(train_ds)
 
     model = build_model(config)
     num_steps = config.train.num_steps
     tx = make_optimizer(config.optim, num_steps)
     state, state_shardings = step_lib.init_state(
-        model, tx, mesh, step_lib.dummy_batch(spec, 1), config.seed)
+        model, tx, mesh, step_lib.dummy_batch(spec, 1), config.seed
+    )
     if latest is not None:
         abstract = jax.tree.map(
-            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state,
-            state_shardings)
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings
+        )
         state = ckpt.restore(manager, latest, abstract, data_iter)
     start = int(jax.device_get(state.step))
 
     step_fn = step_lib.jit_train_step(
-        step_lib.make_train_step(model, tx, grad_accum_steps=config.train.grad_accum_steps,
-                                 learning_rate_fn=learning_rate_schedule(config.optim, num_steps)),
-        state_shardings, mesh)
+        step_lib.make_train_step(
+            model,
+            tx,
+            grad_accum_steps=config.train.grad_accum_steps,
+            learning_rate_fn=learning_rate_schedule(config.optim, num_steps),
+        ),
+        state_shardings,
+        mesh,
+    )
     batch_sharding = shd.batch_sharding(mesh)
     log = MetricLog(workdir, resume_step=start)
     preemption = _Preemption()
@@ -174,8 +196,11 @@ def train(config, workdir, *, devices=None) -> dict:
                 bar.update(1)
                 rate = 1.0 / max(now - t_last, 1e-9)
                 t_last = now
-                bar.set_postfix(loss=f"{last_metrics.get('loss', float('nan')):.4f}",
-                                ex_per_s=f"{rate * batch_size:.1f}", refresh=False)
+                bar.set_postfix(
+                    loss=f"{last_metrics.get('loss', float('nan')):.4f}",
+                    ex_per_s=f"{rate * batch_size:.1f}",
+                    refresh=False,
+                )
         if pending is not None:
             last_metrics = _check_and_log(pending, log, config, bar)
         manager.wait_until_finished()
@@ -187,8 +212,12 @@ def train(config, workdir, *, devices=None) -> dict:
             bar.close()
         manager.wait_until_finished()
         manager.close()
-    return {"step": step, "metrics": last_metrics, "nonfinite_total": nonfinite_total,
-            "data_wait_s": wait_time}
+    return {
+        "step": step,
+        "metrics": last_metrics,
+        "nonfinite_total": nonfinite_total,
+        "data_wait_s": wait_time,
+    }
 
 
 def _check_and_log(pending, log: MetricLog, config, bar) -> dict:
@@ -199,12 +228,14 @@ def _check_and_log(pending, log: MetricLog, config, bar) -> dict:
     if run >= config.train.max_nonfinite_in_a_row:
         raise TrainingError(
             f"loss or gradients were NaN/inf for {run} steps in a row, the last at step {step}; "
-            "stopping. The last good checkpoint is kept; lower optim.lr or check the data.")
+            "stopping. The last good checkpoint is kept; lower optim.lr or check the data."
+        )
     if step % config.train.log_every == 0 or step == 1 or step == config.train.num_steps:
         log.write(step, metrics)
         if bar is None and jax.process_index() == 0:
-            print(f"step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()),
-                  flush=True)
+            print(
+                f"step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True
+            )
     return metrics
 
 
@@ -213,8 +244,9 @@ def _progress(config, start: int, total: int):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True,
-                mininterval=1.0)
+    return tqdm(
+        total=total, initial=start, desc="train", unit="step", dynamic_ncols=True, mininterval=1.0
+    )
 
 
 def _log_once(msg: str) -> None:

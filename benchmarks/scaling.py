@@ -7,7 +7,8 @@ Both encoders take the same token sequences `float32[batch, tokens, 192]` (the p
 identical for both, is left out): SSAST-tiny is a 12-layer 3-head ViT, SSAMBA-tiny a 24-layer
 bidirectional Mamba (d_state 16, expand 2) on the selective scan `--scan_impl` ("auto": the
 chunked scan on CPU, the Pallas kernel on GPU/TPU). Time is the median of `--repeats` jitted
-forward passes after a warm-up; memory is XLA's peak estimate for the compiled program (arguments
+forward passes (1 above 8192 tokens) after a warm-up, the two encoders run alternately on the same
+input; memory is XLA's peak estimate for the compiled program (arguments
 + outputs + temporaries, `compiled.memory_analysis()`), the same accounting for both. Prints a
 table, then ratios (ViT / Mamba), and as its last line:
 
@@ -36,27 +37,44 @@ def build(kind: str, scan_impl: str):
     if kind == "vit":
         module = ViTEncoder(width=WIDTH, depth=12, num_heads=3)
     else:
-        module = MambaEncoder(width=WIDTH, depth=24, d_state=16, expand=2, d_conv=4,
-                              scan_impl=scan_impl)
+        module = MambaEncoder(
+            width=WIDTH, depth=24, d_state=16, expand=2, d_conv=4, scan_impl=scan_impl
+        )
     x = jnp.zeros((1, 16, WIDTH), jnp.float32)
     params = jax.jit(lambda k: module.init(k, x, train=False))(jax.random.PRNGKey(0))
     return module, params
 
 
-def measure(module, params, batch: int, tokens: int, repeats: int) -> tuple[float, int]:
-    """(median seconds per forward, peak bytes) for one batch of `tokens` tokens."""
+def compile_forward(module, params, batch: int, tokens: int):
+    """(compiled jitted forward, its input, XLA's peak bytes) for one batch of `tokens` tokens.
+
+    The input is the same `float32[batch, tokens, 192]` for both encoders (PRNGKey(1)); the peak
+    is arguments + outputs + temporaries of the compiled program (`memory_analysis`).
+    """
     fwd = jax.jit(lambda p, x: module.apply(p, x, train=False)[0])
     x = jax.random.normal(jax.random.PRNGKey(1), (batch, tokens, WIDTH), jnp.float32)
     compiled = fwd.lower(params, x).compile()
     mem = compiled.memory_analysis()
     peak = int(mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes)
-    compiled(params, x).block_until_ready()  # warm-up
-    times = []
+    return compiled, x, peak
+
+
+def measure(models: dict, batch: int, tokens: int, repeats: int) -> dict:
+    """{kind: (median seconds per forward, peak bytes)}, the encoders timed alternately.
+
+    Both are compiled and warmed up first; then each repeat runs every encoder once in turn, so
+    a change in the (shared) machine's load affects both alike.
+    """
+    runs = {k: compile_forward(*models[k], batch, tokens) for k in models}
+    for k, (compiled, x, _) in runs.items():
+        compiled(models[k][1], x).block_until_ready()  # warm-up
+    times = {k: [] for k in runs}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        compiled(params, x).block_until_ready()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), peak
+        for k, (compiled, x, _) in runs.items():
+            t0 = time.perf_counter()
+            compiled(models[k][1], x).block_until_ready()
+            times[k].append(time.perf_counter() - t0)
+    return {k: (statistics.median(times[k]), runs[k][2]) for k in runs}
 
 
 def main() -> None:
@@ -70,16 +88,22 @@ def main() -> None:
 
     print(f"backend {jax.default_backend()}, {jax.device_count()} device(s), batch {args.batch}")
     models = {k: build(k, args.scan_impl) for k in ("vit", "mamba")}
-    print(f"{'tokens':>7} {'vit s':>9} {'mamba s':>9} {'vit MiB':>10} {'mamba MiB':>10} "
-          f"{'speed x':>8} {'memory x':>9}", flush=True)
+    print(
+        f"{'tokens':>7} {'vit s':>9} {'mamba s':>9} {'vit MiB':>10} {'mamba MiB':>10} "
+        f"{'speed x':>8} {'memory x':>9}",
+        flush=True,
+    )
     last = None
     for n in counts:
         repeats = args.repeats if n <= 8192 else 1
-        tv, mv = measure(*models["vit"], args.batch, n, repeats)
-        tm, mm = measure(*models["mamba"], args.batch, n, repeats)
+        res = measure(models, args.batch, n, repeats)
+        (tv, mv), (tm, mm) = res["vit"], res["mamba"]
         last = (n, tv / tm, mv / mm)
-        print(f"{n:>7} {tv:>9.3f} {tm:>9.3f} {mv / 2**20:>10.1f} {mm / 2**20:>10.1f} "
-              f"{tv / tm:>8.2f} {mv / mm:>9.2f}", flush=True)
+        print(
+            f"{n:>7} {tv:>9.3f} {tm:>9.3f} {mv / 2**20:>10.1f} {mm / 2**20:>10.1f} "
+            f"{tv / tm:>8.2f} {mv / mm:>9.2f}",
+            flush=True,
+        )
     n, speed, memory = last
     print(f"ssamba_vs_vit tokens={n} speed_ratio={speed:.2f} memory_ratio={memory:.2f}")
 

@@ -1,8 +1,8 @@
 """Orbax checkpoints of the train state, the grain iterator and the config, and restoring them.
 
-Layout: `WORKDIR/checkpoints/<step>/{state,data,config}` (Orbax commits a step by atomic rename,
-so a step directory that exists is complete; `latest_step()` ignores partial `*.orbax-checkpoint-tmp*`
-ones left by a kill). `WORKDIR/config.json` holds the resolved config of the run.
+Layout: `WORKDIR/checkpoints/<step>/{state,data,config}` (Orbax commits a step by atomic
+rename, so a step directory that exists is complete; `latest_step()` ignores the partial
+`*.orbax-checkpoint-tmp*` ones a kill leaves). `WORKDIR/config.json` holds the resolved config.
 """
 
 from __future__ import annotations

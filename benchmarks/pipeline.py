@@ -34,7 +34,8 @@ def make_clips(n: int, seed: int = 0) -> np.ndarray:
     t = np.arange(SR * SECONDS) / SR
     f0 = rng.uniform(100, 2000, (n, 1))
     return (0.3 * np.sin(2 * np.pi * f0 * t) + 0.05 * rng.standard_normal((n, t.size))).astype(
-        np.float32)
+        np.float32
+    )
 
 
 def time_per_clip(fn, clips, repeats: int = 2) -> float:
@@ -55,44 +56,68 @@ def fbank_section(n: int) -> None:
 
     def librosa_logmel(cs):
         for c in cs:
-            m = librosa.feature.melspectrogram(y=c, sr=SR, n_fft=512, win_length=400,
-                                               hop_length=160, n_mels=128, center=False,
-                                               power=2.0, htk=True)
+            m = librosa.feature.melspectrogram(
+                y=c,
+                sr=SR,
+                n_fft=512,
+                win_length=400,
+                hop_length=160,
+                n_mels=128,
+                center=False,
+                power=2.0,
+                htk=True,
+            )
             np.log(np.maximum(m, 1.1920929e-07))
 
     librosa_rate = time_per_clip(librosa_logmel, clips)
     batch = jax.device_put(clips)
     frontend.fbank_jax(batch).block_until_ready()  # compile
     jax_rate = time_per_clip(lambda b: frontend.fbank_jax(b).block_until_ready(), batch)
-    print(f"fbank on {n} x {SECONDS} s clips (clips/s): numpy {numpy_rate:.1f}, "
-          f"jax {jax_rate:.1f}, librosa {librosa_rate:.1f}")
-    print(f"fbank ratios vs librosa: numpy {numpy_rate / librosa_rate:.2f}x, "
-          f"jax {jax_rate / librosa_rate:.2f}x")
+    print(
+        f"fbank on {n} x {SECONDS} s clips (clips/s): numpy {numpy_rate:.1f}, "
+        f"jax {jax_rate:.1f}, librosa {librosa_rate:.1f}"
+    )
+    print(
+        f"fbank ratios vs librosa: numpy {numpy_rate / librosa_rate:.2f}x, "
+        f"jax {jax_rate / librosa_rate:.2f}x"
+    )
 
 
 def pipeline_section(num_batches: int, batch_size: int) -> float:
     data_dir = tempfile.mkdtemp(prefix="jaxav_bench_")
     t0 = time.perf_counter()
-    ds = prepare_dataset("synth_av", data_dir=data_dir, num_unlabeled=256, num_train=16,
-                         num_validation=16, num_test=16, clip_seconds=float(SECONDS))
+    ds = prepare_dataset(
+        "synth_av",
+        data_dir=data_dir,
+        num_unlabeled=256,
+        num_train=16,
+        num_validation=16,
+        num_test=16,
+        clip_seconds=float(SECONDS),
+    )
     print(f"prepared synth_av with {SECONDS} s clips in {time.perf_counter() - t0:.1f} s")
-    spec = pipeline.ExampleSpec(num_frames=1024, num_mel_bins=128,
-                                mean=ds.stats["mean"], std=ds.stats["std"])
+    spec = pipeline.ExampleSpec(
+        num_frames=1024, num_mel_bins=128, mean=ds.stats["mean"], std=ds.stats["std"]
+    )
     best = 0.0
     for workers in (0, 1, 2):
         # Timed from the iterator's creation: read-ahead buffers (grain prefetches in threads
         # and worker processes) would otherwise serve the timed batches for free.
         t0 = time.perf_counter()
-        it = iter(pipeline.make_train_dataset(ds.source("unlabeled"), spec,
-                                              batch_size=batch_size, seed=0,
-                                              num_workers=workers))
+        it = iter(
+            pipeline.make_train_dataset(
+                ds.source("unlabeled"), spec, batch_size=batch_size, seed=0, num_workers=workers
+            )
+        )
         for _ in range(num_batches):
             next(it)
         rate = num_batches * batch_size / (time.perf_counter() - t0)
         del it
         best = max(best, rate)
-        print(f"pipeline, {workers} worker(s): {rate:.1f} clips/s (1024 x 128 log-mel per clip, "
-              f"{num_batches * batch_size} clips incl. start-up)")
+        print(
+            f"pipeline, {workers} worker(s): {rate:.1f} clips/s (1024 x 128 log-mel per clip, "
+            f"{num_batches * batch_size} clips incl. start-up)"
+        )
     return best
 
 
@@ -111,8 +136,12 @@ def model_section() -> None:
     state, shardings = step_lib.init_state(model, tx, mesh, step_lib.dummy_batch(spec, 1), 0)
     fn = step_lib.jit_train_step(step_lib.make_train_step(model, tx), shardings, mesh)
     b = config.train.batch_size
-    batch = {"audio": np.random.default_rng(0).standard_normal(
-        (b, config.data.num_frames, 128)).astype(np.float32), "label": np.zeros(b, np.int32)}
+    batch = {
+        "audio": np.random.default_rng(0)
+        .standard_normal((b, config.data.num_frames, 128))
+        .astype(np.float32),
+        "label": np.zeros(b, np.int32),
+    }
     state, m = fn(state, batch)
     jax.block_until_ready(m)
     t0 = time.perf_counter()

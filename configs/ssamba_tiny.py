@@ -15,7 +15,8 @@ import pathlib
 from jaxav.config_defaults import set_mamba_size
 
 _spec = importlib.util.spec_from_file_location(
-    "ssast_tiny_recipe", pathlib.Path(__file__).with_name("ssast_tiny.py"))
+    "ssast_tiny_recipe", pathlib.Path(__file__).with_name("ssast_tiny.py")
+)
 _ssast = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_ssast)
 

@@ -10,7 +10,8 @@ import importlib.util
 import pathlib
 
 _spec = importlib.util.spec_from_file_location(
-    "ssast_tiny_recipe", pathlib.Path(__file__).with_name("ssast_tiny.py"))
+    "ssast_tiny_recipe", pathlib.Path(__file__).with_name("ssast_tiny.py")
+)
 _tiny = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_tiny)
 

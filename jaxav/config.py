@@ -108,7 +108,7 @@ class _null:
 
 
 def split_config_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Splits argv into (other args, ['a.b=v', ...]) taken from `--config.a.b=v` / `--config.a.b v`."""
+    """Splits argv into (other args, ['a.b=v', ...]) from `--config.a.b=v` or `--config.a.b v`."""
     rest, overrides = [], []
     i = 0
     while i < len(argv):

@@ -85,8 +85,10 @@ def test_loss_falls_and_8_devices_match_1(config):
     grad = jax.grad(lambda p, b: model.apply({"params": p}, b, train=True, rngs=rngs)[0])
     g1 = jax.jit(grad)(params, batches[0])
     mesh = mesh_of(8)
-    g8 = jax.jit(grad)(jax.device_put(params, shd.replicated(mesh)),
-                       jax.device_put(batches[0], shd.batch_sharding(mesh)))
+    g8 = jax.jit(grad)(
+        jax.device_put(params, shd.replicated(mesh)),
+        jax.device_put(batches[0], shd.batch_sharding(mesh)),
+    )
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g8)):
         scale = float(np.max(np.abs(np.asarray(a)))) + 1e-12
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-4 * scale + 1e-7)

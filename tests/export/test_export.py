@@ -1,5 +1,6 @@
 """`jaxav export` end to end on a tiny trained checkpoint: torch and HF folders, parity, errors."""
 
+import importlib
 import json
 import os
 import re
@@ -10,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+torch = importlib.import_module("torch")
+transformers = importlib.import_module("transformers")
 
 from jaxav import cli  # noqa: E402
 from jaxav.config_defaults import base_config  # noqa: E402

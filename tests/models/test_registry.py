@@ -1,5 +1,7 @@
 """Registry: names -> models/encoders, clear ConfigErrors."""
 
+import importlib
+
 import pytest
 
 from jaxav.config_defaults import base_config
@@ -56,7 +58,7 @@ def test_bad_patch_grid_is_config_error():
 
 
 def test_mamba_encoder_when_available():
-    mamba = pytest.importorskip("jaxav.models.mamba")
+    mamba = importlib.import_module("jaxav.models.mamba")
     c = base_config()
     c.model.encoder = "mamba"
     assert isinstance(registry.build_encoder(c.model), mamba.MambaEncoder)

@@ -59,6 +59,21 @@ def compile_forward(module, params, batch: int, tokens: int):
     return compiled, x, peak
 
 
+RSS_OVER_ESTIMATE = 1.6  # resident memory / XLA's compile-time estimate, measured for the ViT
+
+
+def available_bytes() -> int:
+    """MemAvailable from /proc/meminfo (Linux); unbounded elsewhere."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62
+
+
 def measure(models: dict, batch: int, tokens: int, repeats: int) -> dict:
     """{kind: (median seconds per forward, peak bytes)}, the encoders timed alternately.
 
@@ -66,6 +81,15 @@ def measure(models: dict, batch: int, tokens: int, repeats: int) -> dict:
     a change in the (shared) machine's load affects both alike.
     """
     runs = {k: compile_forward(*models[k], batch, tokens) for k in models}
+    available = available_bytes()
+    for k, (_, _, peak) in runs.items():
+        # XLA's estimate undercounts what the CPU runtime really holds (~1.5x measured here):
+        # refuse a run that would be OOM-killed, and say so, rather than die without a table.
+        if peak * RSS_OVER_ESTIMATE > available:
+            raise MemoryError(
+                f"{k} at {tokens} tokens needs ~{peak * RSS_OVER_ESTIMATE / 2**30:.1f}"
+                f" GiB, {available / 2**30:.1f} GiB available"
+            )
     for k, (compiled, x, _) in runs.items():
         compiled(models[k][1], x).block_until_ready()  # warm-up
     times = {k: [] for k in runs}
@@ -96,7 +120,11 @@ def main() -> None:
     last = None
     for n in counts:
         repeats = args.repeats if n <= 8192 else 1
-        res = measure(models, args.batch, n, repeats)
+        try:
+            res = measure(models, args.batch, n, repeats)
+        except MemoryError as e:
+            print(f"{n:>7} skipped: {e}", flush=True)
+            continue
         (tv, mv), (tm, mm) = res["vit"], res["mamba"]
         last = (n, tv / tm, mv / mm)
         print(
@@ -104,6 +132,8 @@ def main() -> None:
             f"{tv / tm:>8.2f} {mv / mm:>9.2f}",
             flush=True,
         )
+    if last is None:
+        raise SystemExit("no token count fitted in memory")
     n, speed, memory = last
     print(f"ssamba_vs_vit tokens={n} speed_ratio={speed:.2f} memory_ratio={memory:.2f}")
 

@@ -132,13 +132,15 @@ def model_section() -> None:
     model = build_model(config)
     tx = make_optimizer(config.optim, 100)
     mesh = shd.make_mesh(config.mesh)
-    spec = pipeline.ExampleSpec(num_frames=config.data.num_frames)
+    spec = pipeline.ExampleSpec(
+        num_frames=config.data.num_frames, num_mel_bins=config.data.num_mel_bins
+    )
     state, shardings = step_lib.init_state(model, tx, mesh, step_lib.dummy_batch(spec, 1), 0)
     fn = step_lib.jit_train_step(step_lib.make_train_step(model, tx), shardings, mesh)
     b = config.train.batch_size
     batch = {
         "audio": np.random.default_rng(0)
-        .standard_normal((b, config.data.num_frames, 128))
+        .standard_normal((b, config.data.num_frames, config.data.num_mel_bins))
         .astype(np.float32),
         "label": np.zeros(b, np.int32),
     }

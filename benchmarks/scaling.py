@@ -6,21 +6,29 @@
 Both encoders take the same token sequences `float32[batch, tokens, 192]` (the patch embedding,
 identical for both, is left out): SSAST-tiny is a 12-layer 3-head ViT, SSAMBA-tiny a 24-layer
 bidirectional Mamba (d_state 16, expand 2) on the selective scan `--scan_impl` ("auto": the
-chunked scan on CPU, the Pallas kernel on GPU/TPU). Time is the median of `--repeats` jitted
-forward passes (1 above 8192 tokens) after a warm-up, the two encoders run alternately on the same
-input; memory is XLA's peak estimate for the compiled program (arguments
-+ outputs + temporaries, `compiled.memory_analysis()`), the same accounting for both. Prints a
-table, then ratios (ViT / Mamba), and as its last line:
+chunked scan on CPU, the Pallas kernel on GPU/TPU). Each token count runs in a fresh child
+process (so one count's freed memory cannot crowd out the next), holding both encoders: time is
+the median of `--repeats` jitted forward passes (1 above 8192 tokens) after a warm-up, the two
+encoders run alternately on the same input; memory is XLA's peak estimate for the compiled program
+(arguments + outputs + temporaries, `compiled.memory_analysis()`), the same accounting for both.
+Both run under the same XLA flags, those `jaxav.xla_flags` picks for this CPU (512-bit vectors on
+AVX-512 hosts; `--no_cpu_flags` for XLA's defaults). A count whose ViT would not fit in the
+available memory is skipped, saying so. Prints a table, then as its last line:
 
     ssamba_vs_vit tokens=<N> speed_ratio=<x> memory_ratio=<y>
 
-for the largest token count measured. SSAMBA reports about 13.7x and 21.7x at ~22k tokens on GPU.
+for the largest token count measured (ratios ViT / Mamba). SSAMBA reports about 13.7x and 21.7x
+at ~22k tokens on GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import jax
@@ -28,6 +36,7 @@ import jax.numpy as jnp
 
 from jaxav.models.mamba import MambaEncoder
 from jaxav.models.vit import ViTEncoder
+from jaxav.xla_flags import apply_cpu_flags
 
 WIDTH = 192
 
@@ -59,7 +68,9 @@ def compile_forward(module, params, batch: int, tokens: int):
     return compiled, x, peak
 
 
-RSS_OVER_ESTIMATE = 1.6  # resident memory / XLA's compile-time estimate, measured for the ViT
+# Resident growth over XLA's estimate for the ViT (YNNPACK fusions' own scratch): measured 1.32
+# at 8192 tokens, 1.55 at 20000.
+RSS_OVER_ESTIMATE = 1.55
 
 
 def available_bytes() -> int:
@@ -83,7 +94,7 @@ def measure(models: dict, batch: int, tokens: int, repeats: int) -> dict:
     runs = {k: compile_forward(*models[k], batch, tokens) for k in models}
     available = available_bytes()
     for k, (_, _, peak) in runs.items():
-        # XLA's estimate undercounts what the CPU runtime really holds (~1.5x measured here):
+        # XLA's estimate undercounts what the CPU runtime really holds (RSS_OVER_ESTIMATE):
         # refuse a run that would be OOM-killed, and say so, rather than die without a table.
         if peak * RSS_OVER_ESTIMATE > available:
             raise MemoryError(
@@ -101,17 +112,46 @@ def measure(models: dict, batch: int, tokens: int, repeats: int) -> dict:
     return {k: (statistics.median(times[k]), runs[k][2]) for k in runs}
 
 
+def run_one(tokens: int, batch: int, repeats: int, scan_impl: str) -> dict:
+    """Both encoders at one token count in this process: {"vit"|"mamba": [seconds, bytes]}."""
+    models = {k: build(k, scan_impl) for k in ("vit", "mamba")}
+    try:
+        return {"backend": jax.default_backend(), "result": measure(models, batch, tokens, repeats)}
+    except MemoryError as e:
+        return {"skipped": str(e)}
+
+
+def run_child(tokens: int, args, env: dict) -> dict:
+    """`run_one` in a fresh Python process with `env`; its JSON answer (last stdout line)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--_one", str(tokens)]
+    cmd += ["--batch", str(args.batch), "--repeats", str(args.repeats)]
+    cmd += ["--scan_impl", args.scan_impl]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        return {"skipped": f"child process exited {proc.returncode}: {tail[0]}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", default="512,1024,2048,4096,8192,16384,22016")
+    parser.add_argument("--tokens", default="512,1024,2048,4096,8192,16384,20000,22016")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scan_impl", default="auto")
+    parser.add_argument("--no_cpu_flags", action="store_true", help="XLA's default CPU flags")
+    parser.add_argument("--_one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    counts = [int(t) for t in args.tokens.split(",")]
+    if args._one is not None:  # child: one token count, answer as JSON
+        repeats = args.repeats if args._one <= 8192 else 1
+        print(json.dumps(run_one(args._one, args.batch, repeats, args.scan_impl)))
+        return
 
-    print(f"backend {jax.default_backend()}, {jax.device_count()} device(s), batch {args.batch}")
-    models = {k: build(k, args.scan_impl) for k in ("vit", "mamba")}
+    env = dict(os.environ)
+    if not args.no_cpu_flags:
+        apply_cpu_flags(env)
+    counts = [int(t) for t in args.tokens.split(",")]
+    print(f"batch {args.batch}, XLA_FLAGS={env.get('XLA_FLAGS', '')!r}, a process per count")
     print(
         f"{'tokens':>7} {'vit s':>9} {'mamba s':>9} {'vit MiB':>10} {'mamba MiB':>10} "
         f"{'speed x':>8} {'memory x':>9}",
@@ -119,13 +159,12 @@ def main() -> None:
     )
     last = None
     for n in counts:
-        repeats = args.repeats if n <= 8192 else 1
-        try:
-            res = measure(models, args.batch, n, repeats)
-        except MemoryError as e:
-            print(f"{n:>7} skipped: {e}", flush=True)
+        answer = run_child(n, args, env)
+        if "skipped" in answer:
+            print(f"{n:>7} skipped: {answer['skipped']}", flush=True)
             continue
-        (tv, mv), (tm, mm) = res["vit"], res["mamba"]
+        backend = answer["backend"]
+        (tv, mv), (tm, mm) = answer["result"]["vit"], answer["result"]["mamba"]
         last = (n, tv / tm, mv / mm)
         print(
             f"{n:>7} {tv:>9.3f} {tm:>9.3f} {mv / 2**20:>10.1f} {mm / 2**20:>10.1f} "
@@ -135,6 +174,7 @@ def main() -> None:
     if last is None:
         raise SystemExit("no token count fitted in memory")
     n, speed, memory = last
+    print(f"backend {backend}")
     print(f"ssamba_vs_vit tokens={n} speed_ratio={speed:.2f} memory_ratio={memory:.2f}")
 
 

@@ -11,6 +11,7 @@ import os
 import sys
 
 from jaxav.errors import JaxavError
+from jaxav.xla_flags import apply_cpu_flags
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -105,6 +106,7 @@ def main(argv=None) -> int:
     from jaxav.config import split_config_args
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    apply_cpu_flags()  # before JAX starts its backend (see jaxav/xla_flags.py)
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax/TFDS info chatter off the console

@@ -89,48 +89,52 @@ def _associative(x, dt, A, B, C, reverse=False):
     return jnp.einsum("bldn,bln->bld", h, C)
 
 
-def _chunked(x, dt, A, B, C, y0=None, reverse=False, chunk: int = CHUNK):
+def _chunked(x, dt, A, B, C, D=None, reverse=False, chunk: int = CHUNK):
     """Loop over chunks carrying the state; inside a chunk a rematerialised sequential scan.
 
-    All f32: x, dt [b, l, d]; B, C [b, l, n]; A [d, n]; ``y0`` [b, l, d] is added to the output
-    (the skip term ``D x``; None for zeros). Returns y [b, l, d].
+    All f32: x, dt [b, l, d]; B, C [b, l, n]; A [d, n]; D [d] or None (the skip ``D x``).
+    Returns y [b, l, d].
 
-    Time-major ``[l / chunk, chunk, b, k]`` blocks (a reshape, no transpose, for batch 1);
-    ``reverse`` walks both loops backwards (no flips). The output is a loop-carried buffer that
-    starts as ``y0`` and is updated chunk by chunk in place: a scan's stacked output would start
-    as a constant zero buffer, which XLA's scheduler hoists to the start of the program, so every
-    layer's output buffer would be live at once. Memory of the backward: chunk-boundary states
-    ``[l / chunk, b, n, d]`` plus one chunk's residuals, instead of ``[l, b, n, d]``. Lengths
-    that are no multiple of ``chunk`` are padded at the end with ``dt = 0`` (a no-op step that
-    keeps a zero state zero, so it is harmless in either direction) and sliced back.
+    Inputs are viewed as ``[b, l / chunk, chunk, k]`` (a reshape of the producers' own layout,
+    so no copies of whole sequences) and each chunk is sliced, made time-major (free for batch 1)
+    and scanned; ``reverse`` walks both loops backwards (no flips). The output is a loop-carried
+    buffer that starts as the skip term and is updated chunk by chunk in place: a scan's stacked
+    output would start as a constant zero buffer, which XLA's scheduler hoists to the start of the
+    program, so every layer's output buffer would be live at once. Memory of the backward:
+    chunk-boundary states ``[l / chunk, b, n, d]`` plus one chunk's residuals, instead of
+    ``[l, b, n, d]``. Lengths that are no multiple of ``chunk`` are padded at the end with
+    ``dt = 0`` (a no-op step that keeps a zero state zero, so it is harmless in either direction)
+    and sliced back.
     """
     b, L, d = x.shape
     T = min(chunk, L)
     pad = -L % T
 
-    def split(v):  # [l, b, k] -> [nc, T, b, k]
-        v = jnp.pad(v, ((0, pad), (0, 0), (0, 0))) if pad else v
-        return v.reshape(-1, T, *v.shape[1:])
+    def split(v):  # [b, l, k] -> [b, nc, T, k]
+        v = jnp.pad(v, ((0, 0), (0, pad), (0, 0))) if pad else v
+        return v.reshape(b, -1, T, v.shape[-1])
 
     step = _step(A.T)
 
     @jax.checkpoint
-    def chunk_fn(h, inputs):
-        return lax.scan(step, h, inputs, reverse=reverse)
+    def chunk_fn(h, inputs):  # inputs [b, T, k] -> (h, y [b, T, d])
+        h, y = lax.scan(step, h, _time_major(*inputs), reverse=reverse)
+        return h, y.swapaxes(0, 1)
 
-    xs = tuple(split(v) for v in _time_major(x, dt, B, C))
-    nc = xs[0].shape[0]
+    xs = tuple(split(v) for v in (x, dt, B, C))
+    nc = xs[0].shape[1]
 
     def body(i, carry):
         h, y = carry
         c = nc - 1 - i if reverse else i
-        h, yc = chunk_fn(h, tuple(lax.dynamic_index_in_dim(v, c, keepdims=False) for v in xs))
-        yc = yc + lax.dynamic_index_in_dim(y, c, keepdims=False)
-        return h, lax.dynamic_update_index_in_dim(y, yc, c, 0)
+        inputs = tuple(lax.dynamic_index_in_dim(v, c, axis=1, keepdims=False) for v in xs)
+        h, yc = chunk_fn(h, inputs)
+        yc = yc + lax.dynamic_index_in_dim(y, c, axis=1, keepdims=False)
+        return h, lax.dynamic_update_index_in_dim(y, yc, c, axis=1)
 
-    y0 = jnp.zeros_like(xs[0]) if y0 is None else split(y0.swapaxes(0, 1))
+    y0 = jnp.zeros_like(xs[0]) if D is None else D * xs[0]
     _, y = lax.fori_loop(0, nc, body, (jnp.zeros((b, A.shape[1], d), F32), y0))
-    return y.reshape(-1, b, d)[:L].swapaxes(0, 1)
+    return y.reshape(b, -1, d)[:, :L]
 
 
 def selective_scan(
@@ -168,7 +172,7 @@ def selective_scan(
     else:
         xf, dtf, af, bf, cf = (v.astype(F32) for v in (x, dt, A, B, C))
         if impl == "chunked":  # adds the skip term into its own output buffer (see _chunked)
-            skip = None if D is None else D.astype(F32) * xf
+            skip = None if D is None else D.astype(F32)
             return _chunked(xf, dtf, af, bf, cf, skip, reverse).astype(x.dtype)
         fn = {"sequential": _sequential, "associative": _associative}[impl]
         y = fn(xf, dtf, af, bf, cf, reverse=reverse)

@@ -8,9 +8,10 @@ identical for both, is left out): SSAST-tiny is a 12-layer 3-head ViT, SSAMBA-ti
 bidirectional Mamba (d_state 16, expand 2) on the selective scan `--scan_impl` ("auto": the
 chunked scan on CPU, the Pallas kernel on GPU/TPU). Each token count runs in a fresh child
 process (so one count's freed memory cannot crowd out the next), holding both encoders: time is
-the median of `--repeats` jitted forward passes (1 above 8192 tokens) after a warm-up, the two
-encoders run alternately on the same input; memory is XLA's peak estimate for the compiled program
-(arguments + outputs + temporaries, `compiled.memory_analysis()`), the same accounting for both.
+the median of `--repeats` jitted forward passes after a warm-up (the ViT: 1 above 8192 tokens,
+where one pass takes minutes), the two encoders run in turns on the same input; memory is XLA's
+peak estimate for the compiled program (arguments + outputs + temporaries,
+`compiled.memory_analysis()`), the same accounting for both.
 Both run under the same XLA flags, those `jaxav.xla_flags` picks for this CPU (512-bit vectors on
 AVX-512 hosts; `--no_cpu_flags` for XLA's defaults). A count whose ViT would not fit in the
 available memory is skipped, saying so. Prints a table, then as its last line:
@@ -85,11 +86,11 @@ def available_bytes() -> int:
     return 1 << 62
 
 
-def measure(models: dict, batch: int, tokens: int, repeats: int) -> dict:
-    """{kind: (median seconds per forward, peak bytes)}, the encoders timed alternately.
+def measure(models: dict, batch: int, tokens: int, repeats: dict) -> dict:
+    """{kind: (median seconds per forward, peak bytes)}, the encoders timed in turns.
 
-    Both are compiled and warmed up first; then each repeat runs every encoder once in turn, so
-    a change in the (shared) machine's load affects both alike.
+    Both are compiled and warmed up first; then each round runs every encoder that still owes
+    repeats (``repeats[kind]``) once, so a change in the (shared) machine's load affects both.
     """
     runs = {k: compile_forward(*models[k], batch, tokens) for k in models}
     available = available_bytes()
@@ -104,19 +105,22 @@ def measure(models: dict, batch: int, tokens: int, repeats: int) -> dict:
     for k, (compiled, x, _) in runs.items():
         compiled(models[k][1], x).block_until_ready()  # warm-up
     times = {k: [] for k in runs}
-    for _ in range(repeats):
+    for _ in range(max(repeats.values())):
         for k, (compiled, x, _) in runs.items():
+            if len(times[k]) >= repeats[k]:
+                continue
             t0 = time.perf_counter()
             compiled(models[k][1], x).block_until_ready()
             times[k].append(time.perf_counter() - t0)
     return {k: (statistics.median(times[k]), runs[k][2]) for k in runs}
 
 
-def run_one(tokens: int, batch: int, repeats: int, scan_impl: str) -> dict:
+def run_one(tokens: int, batch: int, repeats: dict, scan_impl: str) -> dict:
     """Both encoders at one token count in this process: {"vit"|"mamba": [seconds, bytes]}."""
     models = {k: build(k, scan_impl) for k in ("vit", "mamba")}
     try:
-        return {"backend": jax.default_backend(), "result": measure(models, batch, tokens, repeats)}
+        result = measure(models, batch, tokens, repeats)
+        return {"backend": jax.default_backend(), "result": result}
     except MemoryError as e:
         return {"skipped": str(e)}
 
@@ -143,7 +147,7 @@ def main() -> None:
     parser.add_argument("--_one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._one is not None:  # child: one token count, answer as JSON
-        repeats = args.repeats if args._one <= 8192 else 1
+        repeats = {"vit": args.repeats if args._one <= 8192 else 1, "mamba": args.repeats}
         print(json.dumps(run_one(args._one, args.batch, repeats, args.scan_impl)))
         return
 

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxav.ops.scan import IMPLS, selective_scan
+from jaxav.xla_flags import apply_cpu_flags
 
 NOMINAL_BW = {"gpu": 3.35e12, "tpu": 1.6e12}  # bytes/s (H100 SXM HBM3, TPU v5p)
 
@@ -176,7 +177,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--state", type=int, default=16)
     p.add_argument("--time-budget", type=float, default=10.0, help="max seconds per call")
     p.add_argument("--mem-fraction", type=float, default=0.5, help="of available host memory")
+    p.add_argument("--no-cpu-flags", action="store_true", help="XLA's default CPU flags")
     a = p.parse_args(argv)
+    if not a.no_cpu_flags:
+        apply_cpu_flags()  # before the first computation starts JAX's backend
+    print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
     lengths = [512, 2048] if a.quick else [int(v) for v in a.lengths.split(",")]
     impls = a.impls.split(",")
     rows = run(sorted(lengths), impls, a.batch, a.channels, a.state, a.time_budget, a.mem_fraction)

@@ -14,8 +14,9 @@ Implementations (``impl``):
 * ``"pallas"``: the Pallas kernel of `jaxav.ops.pallas_scan` (custom VJP, recomputing backward);
 * ``"auto"``: ``"pallas"`` on GPU/TPU; on CPU ``"chunked"``: the fastest of the others for
   forward+backward (``benchmarks/scan.py``) and, in forward-only inference, as fast as
-  ``"sequential"`` (``[1, 4096, 384]``, 16 states: ~11.5 ms per scan, near the cost of one
-  fused exp over ``[4096, 16, 384]``) at a fraction of its memory (``benchmarks/scaling.py``).
+  ``"sequential"`` (``[1, 4096, 384]``, 16 states: ~10 ms per scan, ~6 ms with 512-bit vectors,
+  see `jaxav.xla_flags`; near the cost of one fused exp over ``[4096, 16, 384]``) at a fraction
+  of its memory (``benchmarks/scaling.py``).
 
 The CPU implementations hold the state as ``[b, n, d]`` (channels minor, see `_step`), walk time
 with ``lax.scan(reverse=...)`` instead of flipping, and slice time-major inputs (free for batch 1).

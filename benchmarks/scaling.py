@@ -34,6 +34,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+from host import available_bytes  # benchmarks/host.py
 
 from jaxav.models.mamba import MambaEncoder
 from jaxav.models.vit import ViTEncoder
@@ -74,18 +75,6 @@ def compile_forward(module, params, batch: int, tokens: int):
 RSS_OVER_ESTIMATE = 1.55
 
 
-def available_bytes() -> int:
-    """MemAvailable from /proc/meminfo (Linux); unbounded elsewhere."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 1 << 62
-
-
 def measure(models: dict, batch: int, tokens: int, repeats: dict) -> dict:
     """{kind: (median seconds per forward, peak bytes)}, the encoders timed in turns.
 
@@ -93,7 +82,7 @@ def measure(models: dict, batch: int, tokens: int, repeats: dict) -> dict:
     repeats (``repeats[kind]``) once, so a change in the (shared) machine's load affects both.
     """
     runs = {k: compile_forward(*models[k], batch, tokens) for k in models}
-    available = available_bytes()
+    available = available_bytes(1 << 62)
     for k, (_, _, peak) in runs.items():
         # XLA's estimate undercounts what the CPU runtime really holds (RSS_OVER_ESTIMATE):
         # refuse a run that would be OOM-killed, and say so, rather than die without a table.

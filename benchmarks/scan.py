@@ -24,23 +24,12 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from host import available_bytes  # benchmarks/host.py
 
 from jaxav.ops.scan import IMPLS, selective_scan
 from jaxav.xla_flags import apply_cpu_flags
 
 NOMINAL_BW = {"gpu": 3.35e12, "tpu": 1.6e12}  # bytes/s (H100 SXM HBM3, TPU v5p)
-
-
-def _available_bytes() -> int:
-    """Free host memory (Linux MemAvailable), or 8 GiB if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8 << 30
 
 
 def _time(fn, *args, min_total: float = 0.5, max_reps: int = 10) -> float:
@@ -99,7 +88,7 @@ def run(lengths, impls, b, d, n, time_budget, mem_fraction) -> list[dict]:
     """Benchmark every (length, impl); returns rows with time, memory and skip reasons."""
     cpu = jax.default_backend() == "cpu"
     bandwidth = measure_bandwidth()
-    mem_budget = mem_fraction * _available_bytes()
+    mem_budget = mem_fraction * available_bytes(8 << 30)
     print(f"backend {jax.default_backend()}, {os.cpu_count()} cpus, b={b} d={d} n={n}")
     print(f"bandwidth {bandwidth / 1e9:.1f} GB/s ({'measured' if cpu else 'nominal'})")
     rows, last_time = [], {}

@@ -9,7 +9,10 @@ Clips keep their full length: a clip of T log-mel frames becomes ceil((T - num_f
 windows of `num_frames` frames (hop = num_frames, or num_frames // 2 with `overlap`; the last
 window zero-padded in the waveform, as `pipeline.crop_or_pad` pads short clips), each window is
 encoded, token outputs `[W, N, D]` are mean-pooled over N and the clip's feature is the mean over
-its windows. Clips whose decoding raises are skipped and counted (`SplitFeatures.num_failed`).
+its windows. Each token set also gives a statistics-pooled set `stats_<name>` `[2D]`: the mean and
+the standard deviation over N (x-vector statistics pooling; the MFCC baseline pools its frames the
+same way), so that how features vary over a clip (rhythm, onsets) reaches the linear probe too.
+Clips whose decoding raises are skipped and counted (`SplitFeatures.num_failed`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import numpy as np
 
 from jaxav.data import frontend, pipeline
 from jaxav.evaluate.report import reconstruct  # noqa: F401 (re-exported for notebooks)
+from jaxav.evaluate.splits import STATS_PREFIX
 from jaxav.models.registry import build_model
 from jaxav.train import checkpoint as ckpt
 from jaxav.train import sharding as shd
@@ -74,7 +78,7 @@ class Encoder:
             args = (audio,) if video is None else (audio, video)
             out = model.apply({"params": params}, *args, method="encode")
             if pool:
-                out = {k: v.mean(axis=1) if v.ndim == 3 else v for k, v in out.items()}
+                out = pool_tokens(out)
             return {k: v.astype(jnp.float32) for k, v in out.items()}
 
         return jax.jit(fn, out_shardings=shd.replicated(self.mesh))
@@ -87,10 +91,11 @@ class Encoder:
         Args:
           audio: float32[B, T, F] normalised log-mel windows.
           video: float32[B, Tv, H, W, 3] normalised frames (audio-visual models only).
-          pool: mean-pool token outputs over tokens (`[B, N, D]` -> `[B, D]`).
+          pool: pool token outputs over tokens (`pool_tokens`).
 
         Returns:
-          name -> float32 numpy `[B, D]` (pooled, and `cls_i`) or `[B, N, D]` tokens.
+          name -> float32 numpy: pooled `[B, D]` and `stats_<name>` `[B, 2D]` sets and `cls_i`
+          `[B, D]`, or without `pool` `[B, N, D]` tokens and `cls_i`.
         """
         n, sharding = len(audio), shd.batch_sharding(self.mesh)
         b = _round_up(n, self.batch_devices)
@@ -126,6 +131,27 @@ class Encoder:
             n = min(b, len(audio) - start)
             outs.append({k: x[:n] for k, x in self.encode(a, v, pool=pool).items()})
         return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]} if outs else {}
+
+
+def pool_tokens(features: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Pools the token sets of `Encoder.encode` over their tokens.
+
+    Args:
+      features: name -> `[B, N, D]` token outputs or `[B, D]` vectors (cls tokens).
+
+    Returns:
+      name -> `[B, D]`: token sets mean-pooled, vectors as they are; plus, for each token set,
+      `stats_<name>` -> `[B, 2D]`: its mean and standard deviation over the N tokens.
+    """
+    out: dict[str, jax.Array] = {}
+    for name, v in features.items():
+        if v.ndim != 3:
+            out[name] = v
+            continue
+        v32 = v.astype(jnp.float32)
+        out[name] = v32.mean(axis=1)
+        out[STATS_PREFIX + name] = jnp.concatenate([out[name], v32.std(axis=1)], axis=-1)
+    return out
 
 
 def _round_up(n: int, multiple: int) -> int:

@@ -27,6 +27,7 @@ import optax
 
 from jaxav.evaluate import metrics
 from jaxav.evaluate.splits import (  # noqa: F401  (re-exported: probe.split_validation etc.)
+    STATS_PREFIX,
     _fit_stats,
     _layer_key,
     sort_layer_names,
@@ -352,7 +353,7 @@ def probe_all_layers(
             layers[n]["knn_accuracy"] = knn_accuracy(tr[n], y_train, te[n], y_test, k=knn_k)
     out: dict[str, Any] = {"layers": layers}
 
-    fused = [n for n in names if _LAYER_RE.search(n)]
+    fused = [n for n in names if _LAYER_RE.search(n) and not n.startswith(STATS_PREFIX)]
     if len(fused) >= 2:
         res = train_linear_probe(
             fuse_layers(tr, fused), y_train, fuse_layers(va, fused), y_val, **kw
@@ -379,7 +380,7 @@ def probe_all_layers(
         "max_steps": steps,
         "selection": f"L2 and best layer by validation {metric} (ties: lower val loss)",
         "knn": None if multi_label else f"cosine, train-mean centred, k={knn_k}, majority vote",
-        "pooling": "mean over tokens",
+        "pooling": f"mean over tokens; {STATS_PREFIX}*: mean and std over tokens",
         "num_train": int(len(y_train)),
         "num_val": int(len(y_val)),
         "num_test": int(len(y_test)),

@@ -271,7 +271,7 @@ def run_probe(
         "MFCC (20) + deltas, mean and std over the clip"
         if baseline == "mfcc"
         else f"{cfg.data.num_frames}-frame windows (hop = window) over the whole clip, tokens "
-        "mean-pooled per window, windows averaged per clip"
+        "mean-pooled (stats_*: mean and std) per window, windows averaged per clip"
     )
     if any("av_label" in f.labels for f in feats.values()):
         record["av_label"] = probe_task(

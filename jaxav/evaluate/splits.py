@@ -12,6 +12,9 @@ def _layer_key(name: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
 
 
+STATS_PREFIX = "stats_"  # name prefix of mean+std (statistics) pooled feature sets
+
+
 def sort_layer_names(names: Sequence[str]) -> list[str]:
     """Names sorted with their numbers compared as numbers (layer_2 before layer_10)."""
     return sorted(names, key=_layer_key)

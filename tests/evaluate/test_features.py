@@ -36,12 +36,16 @@ def test_restore_onto_one_device_matches_eight(trained):
     assert all(len(x.sharding.device_set) == 1 for x in jax.tree.leaves(one.params))
     x = np.random.default_rng(0).normal(size=(3, 64, 32)).astype(np.float32)
     a, b = one.encode(x), eight.encode(x)
-    assert set(a) == {"layer_1", "layer_2", "cls_1", "cls_2"} and a["layer_1"].shape == (3, 32)
+    layers = {"layer_1", "layer_2", "cls_1", "cls_2"}
+    assert set(a) == layers | {"stats_layer_1", "stats_layer_2"}
+    assert a["layer_1"].shape == (3, 32) and a["stats_layer_1"].shape == (3, 64)
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5)
-    tokens = one.encode(x, pool=False)["layer_2"]
-    assert tokens.shape == (3, 8, 32)  # 2 x 4 patches
-    np.testing.assert_allclose(tokens.mean(1), a["layer_2"], rtol=1e-5, atol=1e-6)
+    tokens = one.encode(x, pool=False)
+    assert set(tokens) == layers and tokens["layer_2"].shape == (3, 8, 32)  # 2 x 4 patches
+    np.testing.assert_allclose(tokens["layer_2"].mean(1), a["layer_2"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a["stats_layer_2"][:, :32], a["layer_2"], rtol=1e-6)
+    np.testing.assert_allclose(tokens["layer_2"].std(1), a["stats_layer_2"][:, 32:], atol=1e-5)
 
 
 def test_checkpoint_errors(trained, tmp_path):
@@ -93,7 +97,7 @@ def test_embed_split_means_windows_and_counts_failures(trained):
     per_window = enc.encode(windows)
     single = enc.encode(F.clip_windows(short.astype(np.float32) / 32768, spec))
     for k, v in out.features.items():
-        assert v.dtype == np.float32 and v.shape == (2, 32)
+        assert v.dtype == np.float32 and v.shape == (2, 64 if k.startswith("stats_") else 32)
         np.testing.assert_allclose(v[0], per_window[k].mean(0), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(v[1], single[k][0], rtol=1e-4, atol=1e-5)
 

@@ -39,6 +39,9 @@ def trained(tmp_path_factory):
     return root / "run", config
 
 
+LAYERS = {"layer_1", "layer_2", "cls_1", "cls_2", "stats_layer_1", "stats_layer_2"}
+
+
 def test_run_probe_writes_json_plot_and_table(trained, capsys):
     workdir, _ = trained
     rec = rp.run_probe(workdir, "synth_av", progress=False)
@@ -47,7 +50,8 @@ def test_run_probe_writes_json_plot_and_table(trained, capsys):
     assert saved["best"]["layer"] == rec["best"]["layer"] in saved["layers"]
     assert 0.0 <= saved["best"]["accuracy"] <= 1.0 and "knn_accuracy" in saved["best"]
     assert saved["step"] == 4 and saved["dataset"] == "synth_av" and saved["num_skipped"] == 0
-    assert set(saved["layers"]) == {"layer_1", "layer_2", "cls_1", "cls_2"}
+    assert set(saved["layers"]) == LAYERS
+    assert saved["fusion"]["layers"] == ["layer_1", "layer_2"]  # mean-pooled sets only
     assert saved["protocol"]["validation"].startswith("20% of train")  # no validation split
     assert saved["num_clips"] == {"train": 48, "test": 24}
     assert saved["av_label"]["best"]["layer"] in saved["layers"]
@@ -67,7 +71,7 @@ def test_baselines(trained, baseline):
     if baseline == "mfcc":
         assert list(saved["layers"]) == ["mfcc"] and saved["best"]["layer"] == "mfcc"
     else:
-        assert set(saved["layers"]) == {"layer_1", "layer_2", "cls_1", "cls_2"}
+        assert set(saved["layers"]) == LAYERS
 
 
 def test_random_encoder_is_the_step0_init(trained):

@@ -285,15 +285,48 @@ def run_probe(
     out.mkdir(parents=True, exist_ok=True)
     (out / "probe.json").write_text(json.dumps(record, indent=2) + "\n")
     report.plot_layer_scores(record, str(out / "layers.png"))
-    name = baseline or f"step {record['step']}"
-    rows = {f"{name} (label)": record}
-    if "av_label" in record:
-        rows[f"{name} (av_label)"] = record["av_label"]
-    print(report.format_table(rows))
+    print(report.format_table(table_rows(record, sibling_records(workdir, dataset, out))))
     if "retrieval" in record:
         print("retrieval: " + json.dumps(record["retrieval"]))
     print(f"wrote {out / 'probe.json'} and {out / 'layers.png'}")
     return record
+
+
+def sibling_records(workdir, dataset: str, out) -> list[dict]:
+    """Earlier probe.json records of the same workdir and dataset in the default folders.
+
+    `WORKDIR/probe/<dataset>` and `<dataset>-random` / `<dataset>-mfcc`, except `out`, in that
+    order, so that the last of `jaxav probe` and its `--baseline` runs prints them side by side.
+    """
+    rows = []
+    for suffix in ("", *(f"-{b}" for b in BASELINES)):
+        folder = Path(workdir) / "probe" / (dataset + suffix)
+        path = folder / "probe.json"
+        if folder.resolve() == Path(out).resolve() or not path.exists():
+            continue
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # unreadable: not ours to fix here; the table just omits it
+        if rec.get("dataset") == dataset and "layers" in rec:
+            rows.append(rec)
+    return rows
+
+
+def table_rows(record: dict, others: list[dict] = ()) -> dict[str, dict]:
+    """Table rows (`report.format_table`) of `record` and `others`: pretrained, random, mfcc.
+
+    One row for `label` and one for `av_label` (when probed) per record.
+    """
+    order = (None, *BASELINES)  # pretrained, random, mfcc
+    records = sorted((record, *others), key=lambda r: order.index(r.get("baseline")))
+    rows: dict[str, dict] = {}
+    for rec in records:
+        name = rec.get("baseline") or f"step {rec.get('step')}"
+        rows.setdefault(f"{name} (label)", rec)
+        if "av_label" in rec:
+            rows.setdefault(f"{name} (av_label)", rec["av_label"])
+    return rows
 
 
 def load_step(encoder: Encoder, workdir, step: int | None) -> int:

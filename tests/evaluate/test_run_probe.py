@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from jaxav.errors import CheckpointError, DatasetError
+from jaxav.evaluate import report
 from jaxav.evaluate import run_probe as rp
 from jaxav.evaluate.features import SplitFeatures
 
@@ -154,3 +155,34 @@ def test_cli_probe_errors_are_one_line(tmp_path, capsys):
     assert main(["probe", "--workdir", str(tmp_path), "--dataset", "synth_av"]) == 2
     err = capsys.readouterr().err
     assert "no checkpoint" in err and "Traceback" not in err
+
+
+def test_table_gathers_the_earlier_baseline_runs(tmp_path):
+    """The last of `jaxav probe` and its --baseline runs prints all three side by side."""
+    layer = {"accuracy": 0.5, "val_accuracy": 0.5, "knn_accuracy": 0.4}
+
+    def record(baseline, acc):
+        best = {**layer, "layer": "mfcc" if baseline == "mfcc" else "layer_1", "accuracy": acc}
+        return {"dataset": "synth_av", "baseline": baseline, "step": 9, "layers": {"x": layer},
+                "best": best, "av_label": {"layers": {"x": layer}, "best": best}}  # fmt: skip
+
+    probe_dir = tmp_path / "probe"
+    written = {
+        "synth_av-mfcc": record("mfcc", 0.7),
+        "other-random": record("random", 0.1),  # another dataset's folder
+        "synth_av-random": {**record("random", 0.6), "dataset": "other"},  # another dataset
+    }
+    for folder, rec in written.items():
+        (probe_dir / folder).mkdir(parents=True)
+        (probe_dir / folder / "probe.json").write_text(json.dumps(rec))
+    (probe_dir / "synth_av").mkdir()
+    (probe_dir / "synth_av" / "probe.json").write_text("{not json")
+    others = rp.sibling_records(tmp_path, "synth_av", probe_dir / "synth_av")
+    assert [r["baseline"] for r in others] == ["mfcc"]  # wrong dataset / unreadable: left out
+    rows = rp.table_rows(record(None, 0.9), others)
+    assert list(rows) == ["step 9 (label)", "step 9 (av_label)", "mfcc (label)", "mfcc (av_label)"]
+    table = report.format_table(rows)
+    assert "90.0" in table and "70.0" in table
+    rows = rp.table_rows(record("mfcc", 0.7), [record("random", 0.6), record(None, 0.9)])
+    assert [k for k in rows if k.endswith("(label)")] == ["step 9 (label)", "random (label)",
+                                                           "mfcc (label)"]  # fmt: skip

@@ -281,7 +281,7 @@ def run_probe(
         record["retrieval"] = retrieval(feats["test"])
         record["by_modality"] = _by_modality(result)
 
-    out = Path(out or Path(workdir) / "probe" / (dataset + (f"-{baseline}" if baseline else "")))
+    out = Path(out or default_out(workdir, dataset, baseline))
     out.mkdir(parents=True, exist_ok=True)
     (out / "probe.json").write_text(json.dumps(record, indent=2) + "\n")
     report.plot_layer_scores(record, str(out / "layers.png"))
@@ -292,6 +292,11 @@ def run_probe(
     return record
 
 
+def default_out(workdir, dataset: str, baseline: str | None) -> Path:
+    """`WORKDIR/probe/<dataset>[-<baseline>]`: where a probe writes when given no `out`."""
+    return Path(workdir) / "probe" / (dataset + (f"-{baseline}" if baseline else ""))
+
+
 def sibling_records(workdir, dataset: str, out) -> list[dict]:
     """Earlier probe.json records of the same workdir and dataset in the default folders.
 
@@ -299,8 +304,8 @@ def sibling_records(workdir, dataset: str, out) -> list[dict]:
     order, so that the last of `jaxav probe` and its `--baseline` runs prints them side by side.
     """
     rows = []
-    for suffix in ("", *(f"-{b}" for b in BASELINES)):
-        folder = Path(workdir) / "probe" / (dataset + suffix)
+    for baseline in (None, *BASELINES):
+        folder = default_out(workdir, dataset, baseline)
         path = folder / "probe.json"
         if folder.resolve() == Path(out).resolve() or not path.exists():
             continue
